@@ -1,0 +1,605 @@
+"""The core loss module: one set of disentangling objectives for image models and activation heads.
+
+Pure tensor functions plus small objective classes. Every objective returns a :class:`LossResult`:
+the scalar to minimise plus every named term (``recon``, ``kl``, ``mi``, ``tc``, ``dwkl``,
+``capacity``, ``disc``, ``info``, ...) for logging. Inputs are ``[B, ...]`` batches of any shape
+(images or activation vectors); latents are ``[B, K]``.
+
+This module imports nothing from the rest of the package, except that on CUDA
+:func:`log_qz` lazily imports the leaf module :mod:`probe_disentangle.kernels` (a fused Triton
+kernel, itself importing nothing from the package); the blocked PyTorch path here is its
+fallback and reference.
+
+References
+----------
+- Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (Gaussian KL, reparameterisation).
+- Higgins et al. 2017, "β-VAE: Learning basic visual concepts with a constrained variational
+  framework" (ICLR).
+- Burgess et al. 2018, "Understanding disentangling in β-VAE" (arXiv:1804.03599), eq. (8).
+- Chen et al. 2018, "Isolating sources of disentanglement in VAEs" (NeurIPS), eqs. (2), (4),
+  appendix C (MWS and MSS estimators).
+- Kim & Mnih 2018, "Disentangling by factorising" (ICML), eq. (2) and Algorithm 2.
+- Kumar et al. 2018, "Variational inference of disentangled latent concepts from unlabeled
+  observations" (ICLR), eqs. (6)-(9) (DIP-VAE I and II).
+- Chen et al. 2016, "InfoGAN" (NeurIPS), eqs. (4)-(6).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+__all__ = [
+    "LossResult",
+    "gaussian_log_density",
+    "kl_normal_standard",
+    "reconstruction_loss",
+    "reparameterize",
+    "permute_dims",
+    "mss_log_weights",
+    "log_qz",
+    "log_qz_dense",
+    "total_correlation",
+    "tc_decomposition",
+    "dip_covariance",
+    "dip_penalty",
+    "categorical_mi_lower_bound",
+    "gaussian_mi_lower_bound",
+    "BetaVAELoss",
+    "CapacityLoss",
+    "BetaTCVAELoss",
+    "FactorVAELoss",
+    "DIPVAELoss",
+    "InfoGANLoss",
+    "OBJECTIVES",
+    "build_objective",
+]
+
+
+@dataclass
+class LossResult:
+    """The scalar to minimise and every named term, for logging."""
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, float]:
+        """Detached float values of ``total`` and every term."""
+        out = {"loss": float(self.total.detach())}
+        out.update({k: float(v.detach()) for k, v in self.terms.items()})
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Densities, KL, reconstruction
+# --------------------------------------------------------------------------------------------
+
+
+def gaussian_log_density(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise log N(x; mu, exp(logvar)) (broadcasting)."""
+    return -0.5 * (LOG_2PI + logvar + (x - mu) ** 2 * torch.exp(-logvar))
+
+
+def kl_normal_standard(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Per-dimension KL(N(mu, exp(logvar)) || N(0, 1)), closed form (Kingma & Welling 2014, app. B).
+
+    Returns ``[B, K]``; sum over dimensions and average over the batch for the ELBO term.
+    """
+    return 0.5 * (mu**2 + torch.exp(logvar) - 1.0 - logvar)
+
+
+def reconstruction_loss(recon: Tensor, x: Tensor, distribution: str = "gaussian", sigma: float = 1.0) -> Tensor:
+    """Negative log-likelihood of ``x`` under the decoder, summed over features: ``[B]``.
+
+    ``gaussian``: N(x; recon, sigma² I) without the constant, i.e. ½‖x − recon‖² / sigma².
+    ``bernoulli``: ``recon`` are logits; binary cross-entropy summed over features (the
+    disentanglement_lib / Burgess et al. choice for binary images).
+    """
+    if recon.shape != x.shape:
+        raise ValueError(f"reconstruction shape {tuple(recon.shape)} does not match input {tuple(x.shape)}")
+    if distribution == "gaussian":
+        per = 0.5 * (recon - x) ** 2 / sigma**2
+    elif distribution == "bernoulli":
+        per = F.binary_cross_entropy_with_logits(recon, x, reduction="none")
+    else:
+        raise ValueError(f"unknown reconstruction distribution {distribution!r}; use 'gaussian' or 'bernoulli'")
+    return per.flatten(1).sum(1)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+    """z = mu + exp(logvar / 2) · ε, ε ~ N(0, I) (Kingma & Welling 2014)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def permute_dims(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Shuffle each latent dimension independently across the batch (Kim & Mnih 2018, Alg. 1).
+
+    Each column keeps its values (so every marginal is unchanged) while the dependence between
+    columns is destroyed: a sample from the product of the marginals of q(z).
+    """
+    B, K = z.shape
+    keys = torch.rand(B, K, generator=generator, device="cpu").to(z.device)
+    idx = keys.argsort(dim=0)  # (B, K): an independent permutation per column
+    return torch.gather(z, 0, idx)
+
+
+# --------------------------------------------------------------------------------------------
+# Minibatch estimators of log q(z) (Chen et al. 2018, appendix C)
+# --------------------------------------------------------------------------------------------
+
+
+def _log_weight_triplet(batch_size: int, dataset_size: float, estimator: str) -> tuple[float, float, float]:
+    """(log w_diag, log w_next, log w_other) of the importance-weight matrix.
+
+    MSS: with M = B − 1, sample i's own posterior has weight 1/N (the diagonal), one other entry
+    per row (here column (i + 1) mod B) the stratum weight (N − M)/(N·M), all others 1/M; each
+    row sums to 1. MWS: every entry 1/B (see :func:`total_correlation` for the normaliser).
+    """
+    B, N = batch_size, float(dataset_size)
+    if estimator == "mws":
+        w = -math.log(B)
+        return w, w, w
+    if estimator != "mss":
+        raise ValueError(f"unknown estimator {estimator!r}; use 'mss' or 'mws'")
+    if B < 2:
+        raise ValueError("the MSS estimator needs a batch of at least 2 samples; use a larger batch")
+    if not N >= B:
+        raise ValueError(
+            f"dataset_size={dataset_size} is smaller than the batch size {B}; pass the number of "
+            "training examples (or math.inf for an unbounded stream)"
+        )
+    M = B - 1
+    log_diag = -math.log(N) if math.isfinite(N) else -math.inf
+    if math.isfinite(N):
+        strat = (N - M) / (N * M)
+        log_next = math.log(strat) if strat > 0 else -math.inf
+    else:
+        log_next = -math.log(M)
+    log_other = -math.log(M)
+    if B == 2:  # the only other entry is the stratum entry
+        log_other = -math.inf
+    return log_diag, log_next, log_other
+
+
+def mss_log_weights(batch_size: int, dataset_size: float) -> Tensor:
+    """The dense ``[B, B]`` log importance-weight matrix of MSS (Chen et al. 2018, app. C.2).
+
+    Diagonal log(1/N), entry (i, (i+1) mod B) log((N − M)/(N·M)), all others log(1/M), M = B − 1.
+    (The widely copied reference code writes the 1/N weights into column 0 instead of the
+    diagonal; see tests/test_losses.py.) For tests and the dense reference only.
+    """
+    d, n, o = _log_weight_triplet(batch_size, dataset_size, "mss")
+    return _weight_rows(0, batch_size, batch_size, d, n, o, torch.device("cpu"), torch.float64)
+
+
+def _weight_rows(start: int, stop: int, B: int, d: float, n: float, o: float, device, dtype) -> Tensor:
+    """Rows [start, stop) of the log-weight matrix, ``[stop − start, B]``."""
+    rows = torch.arange(start, stop, device=device)
+    lw = torch.full((stop - start, B), o, device=device, dtype=dtype)
+    local = rows - start
+    if B > 1:
+        lw[local, (rows + 1) % B] = n
+    lw[local, rows] = d
+    return lw
+
+
+def _pair_log_density(zi: Tensor, mu: Tensor, logvar: Tensor, inv_var: Tensor) -> Tensor:
+    """t[i, j, k] = log N(z_ik; mu_jk, var_jk) for a block of rows: ``[b, B, K]``."""
+    return -0.5 * (LOG_2PI + logvar.unsqueeze(0) + (zi.unsqueeze(1) - mu.unsqueeze(0)) ** 2 * inv_var.unsqueeze(0))
+
+
+def _block_rows(B: int, K: int, max_elements: int) -> int:
+    return max(1, min(B, max_elements // max(1, B * K)))
+
+
+class _BlockedLogQz(torch.autograd.Function):
+    """Blocked log-sum-exps with a recomputing backward: memory O(b·B·K) for a row block b."""
+
+    @staticmethod
+    def forward(ctx, z, mu, logvar, lw_diag, lw_next, lw_other, max_elements):  # type: ignore[override]
+        B, K = z.shape
+        inv_var = torch.exp(-logvar)
+        joint = z.new_empty(B)
+        marg = z.new_empty(B, K)
+        b = _block_rows(B, K, max_elements)
+        for s in range(0, B, b):
+            e = min(B, s + b)
+            t = _pair_log_density(z[s:e], mu, logvar, inv_var)  # (b, B, K)
+            lw = _weight_rows(s, e, B, lw_diag, lw_next, lw_other, z.device, z.dtype)  # (b, B)
+            marg[s:e] = torch.logsumexp(t + lw.unsqueeze(-1), dim=1)
+            joint[s:e] = torch.logsumexp(t.sum(-1) + lw, dim=1)
+        ctx.save_for_backward(z, mu, logvar, joint, marg)
+        ctx.weights = (lw_diag, lw_next, lw_other)
+        ctx.max_elements = max_elements
+        return joint, marg
+
+    @staticmethod
+    def backward(ctx, g_joint, g_marg):  # type: ignore[override]
+        z, mu, logvar, joint, marg = ctx.saved_tensors
+        B, K = z.shape
+        if g_joint is None:
+            g_joint = torch.zeros_like(joint)
+        if g_marg is None:
+            g_marg = torch.zeros_like(marg)
+        inv_var = torch.exp(-logvar)
+        gz = torch.zeros_like(z)
+        gmu = torch.zeros_like(mu)
+        glv = torch.zeros_like(logvar)
+        b = _block_rows(B, K, ctx.max_elements)
+        for s in range(0, B, b):
+            e = min(B, s + b)
+            t = _pair_log_density(z[s:e], mu, logvar, inv_var)  # (b, B, K)
+            lw = _weight_rows(s, e, B, *ctx.weights, z.device, z.dtype)
+            s_marg = torch.exp(t + lw.unsqueeze(-1) - marg[s:e].unsqueeze(1))  # (b, B, K)
+            s_joint = torch.exp(t.sum(-1) + lw - joint[s:e].unsqueeze(1))  # (b, B)
+            c = g_marg[s:e].unsqueeze(1) * s_marg + (g_joint[s:e].unsqueeze(1) * s_joint).unsqueeze(-1)
+            dp = (z[s:e].unsqueeze(1) - mu.unsqueeze(0)) * inv_var.unsqueeze(0)  # (b, B, K)
+            c_dp = c * dp
+            gz[s:e] = -c_dp.sum(1)
+            gmu += c_dp.sum(0)
+            glv += (c * (0.5 * dp * (z[s:e].unsqueeze(1) - mu.unsqueeze(0)) - 0.5)).sum(0)
+        return gz, gmu, glv, None, None, None, None
+
+
+def log_qz_dense(z: Tensor, mu: Tensor, logvar: Tensor, log_w: Tensor) -> tuple[Tensor, Tensor]:
+    """Reference: (log q(z_i) [B], log q(z_ik) [B, K]) from the full ``[B, B, K]`` tensor.
+
+    This is what public implementations do; memory grows as B·B·K. Kept for tests and the
+    benchmark.
+    """
+    t = gaussian_log_density(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # (B, B, K)
+    lw = log_w.to(t.dtype)
+    joint = torch.logsumexp(t.sum(-1) + lw, dim=1)
+    marg = torch.logsumexp(t + lw.unsqueeze(-1), dim=1)
+    return joint, marg
+
+
+def log_qz(
+    z: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    dataset_size: float,
+    estimator: str = "mss",
+    backend: str = "auto",
+    max_block_elements: int = 1 << 22,
+) -> tuple[Tensor, Tensor]:
+    """Minibatch estimates of log q(z_i) ``[B]`` and log q(z_ik) ``[B, K]`` (Chen et al. 2018, app. C).
+
+    log q(z_i) ≈ log Σ_j w_ij q(z_i | x_j) with the MSS or MWS weights of
+    :func:`_log_weight_triplet`. Memory never grows as B×B×K: ``backend="blocked"`` walks row
+    blocks of at most ``max_block_elements`` pairwise terms and recomputes them in backward;
+    ``backend="fused"`` uses the Triton kernel (CUDA); ``"auto"`` picks fused on CUDA when Triton
+    is available, else blocked; ``"dense"`` is the B×B×K reference. Computed in float32 at least.
+    """
+    _check_latents(z, mu, logvar)
+    B = z.shape[0]
+    d, n, o = _log_weight_triplet(B, dataset_size, estimator)
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    z, mu, logvar = z.to(dtype), mu.to(dtype), logvar.to(dtype)
+    if backend == "auto":
+        backend = "blocked"
+        if z.is_cuda:
+            from . import kernels  # lazy: a leaf module, imports nothing else from the package
+
+            if kernels.triton_available():
+                backend = "fused"
+    if backend == "fused":
+        from . import kernels
+
+        return kernels.mss_logsumexp_fused(z, mu, logvar, d, n, o)
+    if backend == "blocked":
+        return _BlockedLogQz.apply(z, mu, logvar, d, n, o, int(max_block_elements))
+    if backend == "dense":
+        lw = _weight_rows(0, B, B, d, n, o, z.device, dtype)
+        return log_qz_dense(z, mu, logvar, lw)
+    raise ValueError(f"unknown backend {backend!r}; use 'auto', 'blocked', 'fused' or 'dense'")
+
+
+def _check_latents(z: Tensor, mu: Tensor, logvar: Tensor) -> None:
+    if z.ndim != 2 or z.shape != mu.shape or z.shape != logvar.shape:
+        raise ValueError(
+            f"z, mu, logvar must all be [batch, latent] of one shape; got {tuple(z.shape)}, "
+            f"{tuple(mu.shape)}, {tuple(logvar.shape)}"
+        )
+
+
+def tc_decomposition(
+    z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: float, estimator: str = "mss", **kw
+) -> dict[str, Tensor]:
+    """β-TCVAE decomposition of the KL term (Chen et al. 2018, eq. 2), batch means.
+
+    ``mi``  = E[log q(z|x) − log q(z)]                (index-code mutual information)
+    ``tc``  = E[log q(z) − Σ_k log q(z_k)]            (total correlation)
+    ``dwkl`` = E[Σ_k log q(z_k) − log p(z)]           (dimension-wise KL)
+    so mi + tc + dwkl = E[log q(z|x) − log p(z)], the single-sample estimate of the KL term.
+    ``z`` must be a sample of q(z|x) (reparameterised for gradients).
+    """
+    joint, marg = log_qz(z, mu, logvar, dataset_size, estimator, **kw)
+    dtype = joint.dtype
+    z32, mu32, lv32 = z.to(dtype), mu.to(dtype), logvar.to(dtype)
+    log_qz_x = gaussian_log_density(z32, mu32, lv32).sum(1)
+    log_pz = gaussian_log_density(z32, torch.zeros_like(z32), torch.zeros_like(z32)).sum(1)
+    return {
+        "mi": (log_qz_x - joint).mean(),
+        "tc": (joint - marg.sum(1)).mean(),
+        "dwkl": (marg.sum(1) - log_pz).mean(),
+    }
+
+
+def total_correlation(
+    z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: float, estimator: str = "mss", **kw
+) -> Tensor:
+    """Minibatch estimate of TC(z) = KL(q(z) || Π_k q(z_k)) (Chen et al. 2018, eq. 2 and app. C).
+
+    ``estimator="mss"`` (minibatch stratified sampling) is the paper's MSS with the stratum weight
+    on one off-diagonal entry per row and 1/N on the diagonal. ``"mws"`` (minibatch weighted
+    sampling) weights every sample 1/B. The paper writes MWS as log q(z) ≈ −log(N·M) + log Σ_j
+    q(z|x_j); its extra −log N per log-density is a constant offset that shifts TC by
+    (K − 1)·log N, MI by +log N and DWKL by −K·log N (their sum is unchanged) and changes no
+    gradient. We drop it so MWS and MSS read on one scale.
+    """
+    return tc_decomposition(z, mu, logvar, dataset_size, estimator, **kw)["tc"]
+
+
+# --------------------------------------------------------------------------------------------
+# DIP-VAE and InfoGAN terms
+# --------------------------------------------------------------------------------------------
+
+
+def dip_covariance(mu: Tensor, logvar: Tensor, kind: str = "i") -> Tensor:
+    """Covariance of q(z) that DIP-VAE regularises (Kumar et al. 2018, eqs. 6-9).
+
+    ``"i"``: Cov_p(x)[μ(x)]. ``"ii"``: E_p(x)[Σ(x)] + Cov_p(x)[μ(x)] (the covariance of the
+    aggregate posterior). Biased (1/B) batch estimates, as in the paper.
+    """
+    centred = mu - mu.mean(0, keepdim=True)
+    cov = centred.T @ centred / mu.shape[0]
+    if kind == "i":
+        return cov
+    if kind == "ii":
+        return cov + torch.diag(torch.exp(logvar).mean(0))
+    raise ValueError(f"unknown DIP-VAE kind {kind!r}; use 'i' or 'ii'")
+
+
+def dip_penalty(cov: Tensor, lambda_od: float, lambda_d: float) -> Tensor:
+    """λ_od Σ_{i≠j} Cov_ij² + λ_d Σ_i (Cov_ii − 1)² (Kumar et al. 2018, eq. 6)."""
+    diag = torch.diagonal(cov)
+    off = cov - torch.diag(diag)
+    return lambda_od * (off**2).sum() + lambda_d * ((diag - 1.0) ** 2).sum()
+
+
+def categorical_mi_lower_bound(logits: Tensor, codes: Tensor, prior: Tensor | None = None) -> Tensor:
+    """InfoGAN's L_I for a categorical code: H(c) + E[log Q(c | x)] ≤ I(c; G(z, c)) (Chen et al. 2016, eq. 5).
+
+    ``logits`` ``[B, C]`` from Q, ``codes`` ``[B]`` the sampled code values, ``prior`` the code's
+    probabilities (uniform by default). Equals H(c) for a perfect Q, is below it otherwise.
+    """
+    C = logits.shape[-1]
+    if prior is None:
+        entropy = torch.tensor(math.log(C), device=logits.device, dtype=logits.dtype)
+    else:
+        p = prior.to(logits)
+        entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()
+    log_q = torch.log_softmax(logits, dim=-1).gather(-1, codes.long().unsqueeze(-1)).squeeze(-1)
+    return entropy + log_q.mean()
+
+
+def gaussian_mi_lower_bound(mean: Tensor, logvar: Tensor, codes: Tensor, code_entropy: Tensor | float) -> Tensor:
+    """L_I for continuous codes with a factored-Gaussian Q: H(c) + E[Σ_k log N(c_k; mean_k, var_k)].
+
+    ``code_entropy`` is the differential entropy of the code prior, e.g. K·log 2 for
+    Uniform(−1, 1)^K or K/2·log(2πe) for N(0, I). A lower bound on I(c; x) (Chen et al. 2016).
+    """
+    return code_entropy + gaussian_log_density(codes, mean, logvar).sum(-1).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Objectives
+# --------------------------------------------------------------------------------------------
+
+
+class _VAEObjective(nn.Module):
+    """Shared parts: reconstruction and analytic KL. Subclasses add their regulariser."""
+
+    def __init__(self, reconstruction: str = "gaussian", sigma: float = 1.0) -> None:
+        super().__init__()
+        if reconstruction not in ("gaussian", "bernoulli"):
+            raise ValueError(f"unknown reconstruction {reconstruction!r}; use 'gaussian' or 'bernoulli'")
+        self.reconstruction = reconstruction
+        self.sigma = sigma
+
+    def _recon_kl(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+        rec = reconstruction_loss(recon, x, self.reconstruction, self.sigma).mean()
+        kl = kl_normal_standard(mu, logvar).sum(1).mean()
+        return rec, kl
+
+
+class BetaVAELoss(_VAEObjective):
+    """recon + β·KL(q(z|x) || p(z)) (Higgins et al. 2017, eq. 4); β = 1 is the plain VAE."""
+
+    def __init__(self, beta: float = 4.0, **kw) -> None:
+        super().__init__(**kw)
+        self.beta = beta
+
+    def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
+        rec, kl = self._recon_kl(x, recon, mu, logvar)
+        return LossResult(rec + self.beta * kl, {"recon": rec, "kl": kl})
+
+
+class CapacityLoss(_VAEObjective):
+    """recon + γ·|KL − C(t)|, C(t) rising linearly from 0 to ``c_max`` nats over ``c_steps`` (Burgess et al. 2018, eq. 8)."""
+
+    def __init__(self, gamma: float = 1000.0, c_max: float = 25.0, c_steps: int = 100_000, **kw) -> None:
+        super().__init__(**kw)
+        if c_steps <= 0:
+            raise ValueError("c_steps must be positive (the number of steps over which C rises to c_max)")
+        self.gamma, self.c_max, self.c_steps = gamma, c_max, c_steps
+
+    def capacity(self, step: int) -> float:
+        return self.c_max * min(1.0, step / self.c_steps)
+
+    def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
+        rec, kl = self._recon_kl(x, recon, mu, logvar)
+        c = self.capacity(step)
+        total = rec + self.gamma * (kl - c).abs()
+        return LossResult(total, {"recon": rec, "kl": kl, "capacity": rec.new_tensor(c)})
+
+
+class BetaTCVAELoss(_VAEObjective):
+    """recon + α·MI + β·TC + γ·DWKL (Chen et al. 2018, eq. 4), MSS or MWS estimates.
+
+    ``dataset_size`` is N, the number of training examples (``None`` for an unbounded stream:
+    then the diagonal weight 1/N vanishes and MSS weights the other samples 1/M).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 6.0,
+        gamma: float = 1.0,
+        dataset_size: float | None = None,
+        estimator: str = "mss",
+        **kw,
+    ) -> None:
+        super().__init__(**kw)
+        if estimator not in ("mss", "mws"):
+            raise ValueError(f"unknown estimator {estimator!r}; use 'mss' or 'mws'")
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.dataset_size = math.inf if dataset_size is None else float(dataset_size)
+        self.estimator = estimator
+
+    def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
+        rec, kl = self._recon_kl(x, recon, mu, logvar)
+        parts = tc_decomposition(z, mu, logvar, max(self.dataset_size, z.shape[0]), self.estimator)
+        total = rec + self.alpha * parts["mi"] + self.beta * parts["tc"] + self.gamma * parts["dwkl"]
+        return LossResult(total, {"recon": rec, "kl": kl, **parts})
+
+
+class FactorDiscriminator(nn.Module):
+    """MLP D(z) → logit that z came from q(z) rather than from Π_k q(z_k) (Kim & Mnih 2018, app.: 6×1000 LeakyReLU)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 1000, depth: int = 6) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = latent_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), nn.LeakyReLU(0.2)]
+            d = hidden
+        layers.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).squeeze(-1)
+
+
+class FactorVAELoss(_VAEObjective):
+    """recon + KL + γ·TC, TC ≈ E[log D(z)/(1 − D(z))] = E[logit D(z)] (Kim & Mnih 2018, eq. 2).
+
+    The discriminator is trained in its own optimiser step (:meth:`discriminator_loss`) to tell
+    z ~ q(z) from :func:`permute_dims` samples. We permute a detached copy of the same batch
+    rather than a second batch (Kim & Mnih use a second batch); the permuted samples are still
+    draws from the product of marginals.
+    """
+
+    def __init__(self, gamma: float = 10.0, latent_dim: int = 10, disc_hidden: int = 1000, disc_depth: int = 6, **kw):
+        super().__init__(**kw)
+        self.gamma = gamma
+        self.discriminator = FactorDiscriminator(latent_dim, disc_hidden, disc_depth)
+
+    def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
+        rec, kl = self._recon_kl(x, recon, mu, logvar)
+        tc = self.discriminator(z).mean()
+        return LossResult(rec + kl + self.gamma * tc, {"recon": rec, "kl": kl, "tc": tc})
+
+    def discriminator_loss(self, z: Tensor, generator: torch.Generator | None = None) -> LossResult:
+        """Binary cross-entropy: q(z) samples labelled 1, permuted samples labelled 0."""
+        z = z.detach()
+        real = self.discriminator(z)
+        fake = self.discriminator(permute_dims(z, generator))
+        disc = 0.5 * (
+            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        )
+        acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
+        return LossResult(disc, {"disc": disc, "disc_acc": acc})
+
+
+class DIPVAELoss(_VAEObjective):
+    """recon + KL + λ_od Σ_{i≠j} Cov_ij² + λ_d Σ_i (Cov_ii − 1)² (Kumar et al. 2018).
+
+    Defaults follow the paper: λ_d = 10·λ_od for DIP-VAE-I, λ_d = λ_od for DIP-VAE-II.
+    """
+
+    def __init__(self, kind: str = "i", lambda_od: float = 10.0, lambda_d: float | None = None, **kw) -> None:
+        super().__init__(**kw)
+        if kind not in ("i", "ii"):
+            raise ValueError(f"unknown DIP-VAE kind {kind!r}; use 'i' or 'ii'")
+        self.kind = kind
+        self.lambda_od = lambda_od
+        self.lambda_d = lambda_d if lambda_d is not None else (10.0 * lambda_od if kind == "i" else lambda_od)
+
+    def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
+        rec, kl = self._recon_kl(x, recon, mu, logvar)
+        dip = dip_penalty(dip_covariance(mu, logvar, self.kind), self.lambda_od, self.lambda_d)
+        return LossResult(rec + kl + dip, {"recon": rec, "kl": kl, "dip": dip})
+
+
+class InfoGANLoss(nn.Module):
+    """Non-saturating GAN losses with InfoGAN's mutual-information term (Chen et al. 2016, eq. 6).
+
+    Generator (and Q) minimise −log D(G(ε, c)) − λ_cat·L_I(cat) − λ_cont·L_I(cont); the
+    discriminator minimises the usual binary cross-entropy. ``info`` is the summed L_I.
+    """
+
+    def __init__(self, lambda_cat: float = 1.0, lambda_cont: float = 0.1, cont_entropy: float = 0.0) -> None:
+        super().__init__()
+        self.lambda_cat, self.lambda_cont, self.cont_entropy = lambda_cat, lambda_cont, cont_entropy
+
+    def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> LossResult:
+        disc = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + F.binary_cross_entropy_with_logits(
+            fake_logits, torch.zeros_like(fake_logits)
+        )
+        return LossResult(disc, {"disc": disc})
+
+    def generator_loss(
+        self,
+        fake_logits: Tensor,
+        cat_logits: list[Tensor],
+        cat_codes: list[Tensor],
+        cont_mean: Tensor | None = None,
+        cont_logvar: Tensor | None = None,
+        cont_codes: Tensor | None = None,
+    ) -> LossResult:
+        gen = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+        info_cat = sum((categorical_mi_lower_bound(lg, c) for lg, c in zip(cat_logits, cat_codes)), gen.new_zeros(()))
+        info_cont = gen.new_zeros(())
+        if cont_codes is not None and cont_codes.shape[-1] > 0:
+            info_cont = gaussian_mi_lower_bound(cont_mean, cont_logvar, cont_codes, self.cont_entropy)
+        total = gen - self.lambda_cat * info_cat - self.lambda_cont * info_cont
+        return LossResult(total, {"gen": gen, "info": info_cat + info_cont, "info_cat": info_cat, "info_cont": info_cont})
+
+
+OBJECTIVES: dict[str, Callable[..., _VAEObjective]] = {
+    "beta_vae": BetaVAELoss,
+    "capacity": CapacityLoss,
+    "beta_tcvae": BetaTCVAELoss,
+    "factor_vae": FactorVAELoss,
+    "dip_vae": DIPVAELoss,
+}
+
+
+def build_objective(name: str, **kwargs) -> _VAEObjective:
+    """Build a VAE-family objective by name; unknown names or arguments raise a clear error."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+    try:
+        return OBJECTIVES[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for objective {name!r}: {err}") from err
