@@ -1,3 +1,25 @@
 """probe_disentangle: find and steer disentangled directions inside pretrained networks."""
 
 __version__ = "0.1.0"
+
+from . import losses, registry  # noqa: E402
+from .heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig  # noqa: E402
+from .io import load, save  # noqa: E402
+from .train import NonFiniteError, TrainConfig, Trainer, TrainResult, fit  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "losses",
+    "registry",
+    "VAEHead",
+    "VAEHeadConfig",
+    "InfoGANHead",
+    "InfoGANHeadConfig",
+    "save",
+    "load",
+    "Trainer",
+    "TrainConfig",
+    "TrainResult",
+    "NonFiniteError",
+    "fit",
+]

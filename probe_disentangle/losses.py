@@ -563,9 +563,9 @@ class InfoGANLoss(nn.Module):
         self.lambda_cat, self.lambda_cont, self.cont_entropy = lambda_cat, lambda_cont, cont_entropy
 
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> LossResult:
-        disc = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + F.binary_cross_entropy_with_logits(
-            fake_logits, torch.zeros_like(fake_logits)
-        )
+        disc = F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         return LossResult(disc, {"disc": disc})
 
     def generator_loss(
@@ -578,12 +578,14 @@ class InfoGANLoss(nn.Module):
         cont_codes: Tensor | None = None,
     ) -> LossResult:
         gen = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-        info_cat = sum((categorical_mi_lower_bound(lg, c) for lg, c in zip(cat_logits, cat_codes)), gen.new_zeros(()))
+        info_cat = sum((categorical_mi_lower_bound(lg, c) for lg, c in zip(cat_logits, cat_codes, strict=True)), gen.new_zeros(()))
         info_cont = gen.new_zeros(())
         if cont_codes is not None and cont_codes.shape[-1] > 0:
             info_cont = gaussian_mi_lower_bound(cont_mean, cont_logvar, cont_codes, self.cont_entropy)
         total = gen - self.lambda_cat * info_cat - self.lambda_cont * info_cont
-        return LossResult(total, {"gen": gen, "info": info_cat + info_cont, "info_cat": info_cat, "info_cont": info_cont})
+        return LossResult(
+            total, {"gen": gen, "info": info_cat + info_cont, "info_cat": info_cat, "info_cont": info_cont}
+        )
 
 
 OBJECTIVES: dict[str, Callable[..., _VAEObjective]] = {

@@ -104,7 +104,7 @@ def test_blocked_equals_dense_values_and_gradients(estimator, N, B, K):
         j, m = L.log_qz(z, mu, lv, N, estimator, backend=backend, max_block_elements=3 * B * K)
         grads = torch.autograd.grad((j * gj).sum() + (m * gm).sum(), [z, mu, lv])
         outs.append((j, m, *grads))
-    for a, b in zip(*outs):
+    for a, b in zip(*outs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
 
 

@@ -1,0 +1,255 @@
+"""Lightweight disentangling heads for activation vectors ``[B, d]``.
+
+``VAEHead``: an MLP encoder/decoder trained with any VAE-family objective of
+:mod:`probe_disentangle.losses` (β-VAE, capacity annealing, β-TCVAE, FactorVAE, DIP-VAE).
+``InfoGANHead``: generator G(noise, codes) → activation, discriminator D, and a Q network on
+D's trunk that recovers the codes (Chen et al. 2016).
+
+Each head defines its own training step (FactorVAE and InfoGAN alternate two optimisers) and
+never imports the trainer: the trainer passes in an ``optimize(name, loss)`` callback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from . import losses
+from .registry import register
+
+Optimize = Callable[[str, losses.LossResult], None]
+"""``optimize(name, result)``: zero the named optimiser's grads, backpropagate ``result.total``
+(the trainer checks every term is finite first, naming the bad one), clip and step."""
+
+
+def mlp(d_in: int, d_out: int, hidden: int, depth: int, act: str = "silu") -> nn.Sequential:
+    """``depth`` hidden layers of width ``hidden``, then a linear output."""
+    acts = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
+    if act not in acts:
+        raise ValueError(f"unknown activation {act!r}; choose one of {sorted(acts)}")
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, hidden), acts[act]()]
+        d = hidden
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)
+
+
+def _first(batch) -> Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _check_width(x: Tensor, d_in: int, what: str) -> None:
+    if x.ndim != 2 or x.shape[1] != d_in:
+        raise ValueError(f"{what} expects activations of shape [batch, {d_in}], got {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------------------------
+# VAE head
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VAEHeadConfig:
+    """An MLP VAE head on ``d_in``-dimensional activations.
+
+    ``objective`` is one of ``losses.OBJECTIVES`` (beta_vae, capacity, beta_tcvae, factor_vae,
+    dip_vae) and ``objective_args`` its keyword arguments (e.g. ``{"beta": 6, "dataset_size": N}``).
+    """
+
+    d_in: int
+    latent_dim: int = 10
+    hidden: int = 256
+    depth: int = 2
+    activation: str = "silu"
+    objective: str = "beta_tcvae"
+    objective_args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.d_in < 1 or self.latent_dim < 1 or self.hidden < 1 or self.depth < 0:
+            raise ValueError("d_in, latent_dim and hidden must be ≥ 1 and depth ≥ 0")
+        if self.objective not in losses.OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {sorted(losses.OBJECTIVES)}")
+
+
+@register("vae_head", VAEHeadConfig)
+class VAEHead(nn.Module):
+    """MLP VAE head: encode activations to a Gaussian posterior over ``latent_dim`` latents."""
+
+    def __init__(self, config: VAEHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = mlp(c.d_in, 2 * c.latent_dim, c.hidden, c.depth, c.activation)
+        self.decoder = mlp(c.latent_dim, c.d_in, c.hidden, c.depth, c.activation)
+        args = dict(c.objective_args)
+        if c.objective == "factor_vae":
+            args.setdefault("latent_dim", c.latent_dim)
+        self.objective = losses.build_objective(c.objective, **args)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and log-variance, each ``[B, latent_dim]``."""
+        _check_width(x, self.config.d_in, "VAEHead.encode")
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstructed activation ``[B, d_in]`` (logits for a Bernoulli objective)."""
+        return self.decoder(z)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(reconstruction, mu, logvar, z) with z a reparameterised sample."""
+        mu, logvar = self.encode(x)
+        z = losses.reparameterize(mu, logvar) if self.training else mu
+        return self.decode(z), mu, logvar, z
+
+    def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
+        recon, mu, logvar, z = self(x)
+        return self.objective(x, recon, mu, logvar, z, step=step)
+
+    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        vae_params = [p for n, p in self.named_parameters() if not n.startswith("objective.")]
+        opts = {"vae": torch.optim.Adam(vae_params, lr=lr)}
+        if isinstance(self.objective, losses.FactorVAELoss):
+            # Kim & Mnih 2018: Adam with β = (0.5, 0.9) for the discriminator
+            opts["disc"] = torch.optim.Adam(self.objective.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+        return opts
+
+    def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
+        x = _first(batch)
+        recon, mu, logvar, z = self(x)
+        result = self.objective(x, recon, mu, logvar, z, step=step)
+        optimize("vae", result)
+        if isinstance(self.objective, losses.FactorVAELoss):
+            disc = self.objective.discriminator_loss(z)
+            optimize("disc", disc)
+            result.terms.update(disc.terms)
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# InfoGAN head
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InfoGANHeadConfig:
+    """InfoGAN on activation vectors: categorical codes (their cardinalities) and continuous
+    codes ~ Uniform(−1, 1), plus ``noise_dim`` incompressible noise."""
+
+    d_in: int
+    noise_dim: int = 16
+    categorical: list = field(default_factory=lambda: [10])
+    continuous: int = 2
+    hidden: int = 256
+    depth: int = 2
+    lambda_cat: float = 1.0
+    lambda_cont: float = 0.1
+
+    def __post_init__(self) -> None:
+        if any(int(c) < 2 for c in self.categorical):
+            raise ValueError(f"categorical codes need ≥ 2 values each, got {self.categorical}")
+        if not self.categorical and self.continuous < 1:
+            raise ValueError("an InfoGAN head needs at least one categorical or continuous code")
+        self.categorical = [int(c) for c in self.categorical]
+
+
+@register("infogan_head", InfoGANHeadConfig)
+class InfoGANHead(nn.Module):
+    """G(noise, codes) → activation; D and Q share a trunk (Chen et al. 2016, sec. 5)."""
+
+    def __init__(self, config: InfoGANHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.code_dim = sum(c.categorical) + c.continuous
+        self.generator = mlp(c.noise_dim + self.code_dim, c.d_in, c.hidden, c.depth, "relu")
+        self.trunk = mlp(c.d_in, c.hidden, c.hidden, max(c.depth - 1, 0), "leaky_relu")
+        self.trunk_act = nn.LeakyReLU(0.2)
+        self.d_head = nn.Linear(c.hidden, 1)
+        self.q_head = nn.Linear(c.hidden, sum(c.categorical) + 2 * c.continuous)
+        self.objective = losses.InfoGANLoss(c.lambda_cat, c.lambda_cont, cont_entropy=c.continuous * math.log(2.0))
+
+    # codes ----------------------------------------------------------------------------------
+    def sample_codes(self, n: int, device=None, generator: torch.Generator | None = None):
+        """(noise [n, noise_dim], categorical indices [n, n_cat], continuous [n, continuous])."""
+        c = self.config
+        device = device or next(self.parameters()).device
+        noise = torch.randn(n, c.noise_dim, generator=generator, device="cpu").to(device)
+        cat = (
+            torch.stack([torch.randint(k, (n,), generator=generator) for k in c.categorical], 1).to(device)
+            if c.categorical
+            else torch.zeros(n, 0, dtype=torch.long, device=device)
+        )
+        cont = (torch.rand(n, c.continuous, generator=generator) * 2 - 1).to(device)
+        return noise, cat, cont
+
+    def _code_vector(self, cat: Tensor, cont: Tensor) -> Tensor:
+        parts = [nn.functional.one_hot(cat[:, i], k).to(cont.dtype) for i, k in enumerate(self.config.categorical)]
+        return torch.cat(parts + [cont], dim=1)
+
+    def generate(self, noise: Tensor, cat: Tensor, cont: Tensor) -> Tensor:
+        """Activations ``[n, d_in]`` for the given noise and codes."""
+        return self.generator(torch.cat([noise, self._code_vector(cat, cont)], dim=1))
+
+    # discriminator / Q ----------------------------------------------------------------------
+    def _features(self, x: Tensor) -> Tensor:
+        return self.trunk_act(self.trunk(x))
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        return self.d_head(self._features(x)).squeeze(-1)
+
+    def q(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Q's (categorical logits per code, continuous mean, continuous logvar)."""
+        out = self.q_head(self._features(x))
+        logits, i = [], 0
+        for k in self.config.categorical:
+            logits.append(out[:, i : i + k])
+            i += k
+        mean, logvar = out[:, i : i + self.config.continuous], out[:, i + self.config.continuous :]
+        return logits, mean, logvar.clamp(-10, 10)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes Q reads from activations: categorical argmax indices then continuous means, ``[B, n_codes]``."""
+        _check_width(x, self.config.d_in, "InfoGANHead.encode")
+        logits, mean, _ = self.q(x)
+        cats = [lg.argmax(-1, keepdim=True).to(mean.dtype) for lg in logits]
+        return torch.cat(cats + [mean], dim=1)
+
+    # training -------------------------------------------------------------------------------
+    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        d_params = [*self.trunk.parameters(), *self.d_head.parameters(), *self.q_head.parameters()]
+        return {
+            "disc": torch.optim.Adam(d_params, lr=lr, betas=(0.5, 0.999)),
+            "gen": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
+        }
+
+    def _info(self, fake: Tensor, cat: Tensor, cont: Tensor) -> losses.LossResult:
+        logits, mean, logvar = self.q(fake)
+        fake_logits = self.discriminate(fake)
+        return self.objective.generator_loss(
+            fake_logits, logits, [cat[:, i] for i in range(cat.shape[1])], mean, logvar, cont
+        )
+
+    def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
+        real = _first(batch)
+        noise, cat, cont = self.sample_codes(real.shape[0], real.device)
+        fake = self.generate(noise, cat, cont)
+        # D and Q step: tell real from fake, and recover the codes of (detached) fakes
+        d = self.objective.discriminator_loss(self.discriminate(real), self.discriminate(fake.detach()))
+        info_d = self._info(fake.detach(), cat, cont)
+        q_term = (
+            self.objective.lambda_cat * info_d.terms["info_cat"]
+            + self.objective.lambda_cont * info_d.terms["info_cont"]
+        )
+        optimize("disc", losses.LossResult(d.total - q_term, {**d.terms, "info_q": q_term}))
+        # G step: fool D and keep the codes recoverable
+        g = self._info(fake, cat, cont)
+        optimize("gen", g)
+        terms = {**d.terms, **g.terms}
+        return losses.LossResult(d.total + g.total, terms)

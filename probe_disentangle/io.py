@@ -1,0 +1,165 @@
+"""Save and load: ``config.json`` (architecture, package version, config, checksums) beside
+``*.safetensors`` weights. Loading never unpickles; writes are atomic (temp file, fsync, rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from . import __version__, registry
+from .constants import CONFIG_FILE, WEIGHTS_FILE
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes of CPU, contiguous, unshared copies of ``tensors``."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    return safetensors_bytes(flat, metadata=metadata)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(obj: torch.nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``obj`` (a registered head or model) to ``directory``: weights first, config last.
+
+    ``config.json`` records the architecture, the package version, the config and a SHA-256 of
+    the weights file, so a truncated or altered file is caught by :func:`load`.
+    """
+    arch = getattr(obj, "architecture", None)
+    if arch is None or not hasattr(obj, "config"):
+        raise TypeError(f"{type(obj).__name__} is not a registered architecture; register it with registry.register")
+    registry.get(arch)  # fails clearly if unknown
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = tensors_to_bytes(obj.state_dict(), metadata={"architecture": arch})
+    atomic_write_bytes(directory / WEIGHTS_FILE, data)
+    meta = {
+        "architecture": arch,
+        "probe_disentangle_version": __version__,
+        "config": registry.config_to_dict(obj.config),
+        "files": {WEIGHTS_FILE: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
+    }
+    if extra:
+        meta.update(extra)
+    atomic_write_json(directory / CONFIG_FILE, meta)
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a saved folder, with clear errors for missing or broken files."""
+    path = Path(directory) / CONFIG_FILE
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"{directory} is not a folder; pass the folder that save() wrote")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; pass a folder written by probe_disentangle.save()")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); the file is truncated or was edited — save the model again"
+        ) from err
+    if not isinstance(meta, dict) or "architecture" not in meta or "config" not in meta:
+        raise ValueError(
+            f"{path} has no 'architecture'/'config' entries; it was not written by probe_disentangle.save()"
+        )
+    return meta
+
+
+def load_tensors(path: str | os.PathLike, expected: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, checking size and checksum against ``expected`` when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; save the model again (the folder is incomplete)")
+    if expected is not None:
+        size = path.stat().st_size
+        if "bytes" in expected and size != expected["bytes"]:
+            raise ValueError(
+                f"{path} has {size} bytes, {expected['bytes']} expected: the file is truncated or replaced — save the model again"
+            )
+        if "sha256" in expected and sha256_file(path) != expected["sha256"]:
+            raise ValueError(
+                f"{path} does not match the checksum in {CONFIG_FILE}: the file was altered — save the model again"
+            )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); save the model again") from err
+
+
+def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``module``, naming any missing, unexpected or mis-shaped entry."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not fit the config (missing {missing[:5]}, unexpected {unexpected[:5]}); the files come from different models — save again"
+        )
+    for k, v in tensors.items():
+        if own[k].shape != v.shape:
+            raise ValueError(
+                f"{source}: shape mismatch for {k!r}: file has {tuple(v.shape)}, the config builds {tuple(own[k].shape)}"
+            )
+    module.load_state_dict(tensors, strict=True)
+
+
+def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild exactly what :func:`save` wrote: config → module → weights (no code executed)."""
+    meta = read_config(directory)
+    cls, config_cls = registry.get(meta["architecture"])
+    config = registry.config_from_dict(config_cls, meta["config"])
+    obj = cls(config)
+    expected = meta.get("files", {}).get(WEIGHTS_FILE)
+    tensors = load_tensors(Path(directory) / WEIGHTS_FILE, expected)
+    load_state_into(obj, tensors, str(Path(directory) / WEIGHTS_FILE))
+    return obj.to(device).eval()

@@ -1,0 +1,451 @@
+"""One trainer for heads, image models and activation streams.
+
+The model defines its step (``configure_optimizers(lr) -> {name: optimizer}`` and
+``training_step(batch, step, optimize) -> LossResult``, with ``optimize(name, result)`` doing
+one optimiser's update, so FactorVAE and InfoGAN alternate their optimisers); the trainer owns
+device placement, bf16 autocast on CUDA, gradient clipping, LR schedules, the progress bar,
+optional TensorBoard logging, atomic checkpoints, bit-identical resume (CPU) and the
+non-finite guard. It knows nothing about transformers or UNets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import io
+from .constants import (
+    CHECKPOINT_META_FILE,
+    CHECKPOINT_PREFIX,
+    CHECKPOINT_STATE_FILE,
+    CONFIG_FILE,
+    LATEST_FILE,
+)
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite input, loss term or gradient stopped training; nothing was updated with it."""
+
+    def __init__(self, step: int, term: str, checkpoint: str | None) -> None:
+        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        super().__init__(
+            f"non-finite {term} at step {step}; training stopped before updating with it ({where}). "
+            "Check the data for NaN/inf, lower the learning rate or enable grad_clip, then resume."
+        )
+        self.step, self.term, self.checkpoint = step, term, checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop needs; saved with each checkpoint."""
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine | linear (after warmup)
+    warmup_steps: int = 0
+    grad_clip: float | None = 10.0
+    device: str = "auto"  # auto → cuda when available
+    amp: bool = True  # bf16 autocast, CUDA only
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: only when fit ends (if checkpoint_dir is set)
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 2
+    tensorboard_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError("steps must be ≥ 0 and batch_size ≥ 1")
+        if self.lr_schedule not in ("constant", "cosine", "linear"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use 'constant', 'cosine' or 'linear'")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ValueError("checkpoint_every needs checkpoint_dir: say where checkpoints go")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: str | None = None
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        frac = min(1.0, (step - cfg.warmup_steps) / span)
+        return 0.5 * (1 + math.cos(math.pi * frac)) if cfg.lr_schedule == "cosine" else 1.0 - frac
+
+    return f
+
+
+# ------------------------------------------------------------------ state (de)serialisation
+
+
+def _encode(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """JSON-ready structure with tensors moved to ``tensors`` (keys keep types: int dict keys, tuples)."""
+    if isinstance(obj, Tensor):
+        tensors[prefix] = obj
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, _encode(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a value of type {type(obj).__name__} at {prefix}")
+
+
+def _decode(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _decode(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------ data
+
+
+class _TensorBatches:
+    """Epochs of random permutations over in-memory tensors, drawn from the trainer's own generator."""
+
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, generator: torch.Generator) -> None:
+        n = tensors[0].shape[0]
+        if any(t.shape[0] != n for t in tensors):
+            raise ValueError(f"all data tensors need the same first dimension, got {[t.shape[0] for t in tensors]}")
+        if n == 0:
+            raise ValueError("the data is empty")
+        self.tensors, self.batch_size, self.g = tensors, min(batch_size, n), generator
+        self.perm = torch.randperm(n, generator=generator)
+        self.pos = 0
+
+    def next(self):
+        if self.pos + self.batch_size > self.perm.numel():
+            self.perm = torch.randperm(self.perm.numel(), generator=self.g)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        out = tuple(t[idx] for t in self.tensors)
+        return out[0] if len(out) == 1 else out
+
+    def state(self) -> dict[str, Any]:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load(self, st: dict[str, Any]) -> None:
+        self.perm, self.pos = st["perm"], int(st["pos"])
+
+
+class _IterableBatches:
+    """Any iterable of batches, restarted when exhausted; resume skips the batches already used."""
+
+    def __init__(self, data: Iterable) -> None:
+        self.data = data
+        self.it: Iterator = iter(data)
+        self.consumed = 0
+
+    def next(self):
+        try:
+            b = next(self.it)
+        except StopIteration:
+            self.it = iter(self.data)
+            try:
+                b = next(self.it)
+            except StopIteration:
+                raise ValueError("the data iterable yielded no batches") from None
+        self.consumed += 1
+        return b
+
+    def state(self) -> dict[str, Any]:
+        return {"consumed": self.consumed}
+
+    def load(self, st: dict[str, Any]) -> None:
+        for _ in range(int(st["consumed"])):
+            self.next()
+
+
+def _to_device(batch, device):
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    return batch
+
+
+def _first_nonfinite(batch) -> bool:
+    if isinstance(batch, Tensor):
+        return batch.is_floating_point() and not bool(torch.isfinite(batch).all())
+    if isinstance(batch, (tuple, list)):
+        return any(_first_nonfinite(b) for b in batch)
+    return False
+
+
+# ------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Train ``model`` (a head or image model defining its own step) with ``config``."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig | None = None) -> None:
+        for attr in ("configure_optimizers", "training_step"):
+            if not hasattr(model, attr):
+                raise TypeError(
+                    f"{type(model).__name__} has no {attr}(); the trainer needs configure_optimizers and training_step"
+                )
+        self.config = config or TrainConfig()
+        dev = self.config.device
+        self.device = torch.device(
+            "cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev)
+        )
+        self.model = model.to(self.device)
+        self.optimizers: dict[str, torch.optim.Optimizer] = model.configure_optimizers(self.config.lr)
+        lam = _lr_lambda(self.config)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lam) for k, o in self.optimizers.items()}
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.last_checkpoint: str | None = None
+
+    # -------------------------------------------------------------- the step's optimiser update
+    def _optimize(self, name: str, result) -> None:
+        total = result.total if hasattr(result, "total") else result
+        if not bool(torch.isfinite(total.detach()).all()):
+            terms = getattr(result, "terms", {})
+            bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+            raise NonFiniteError(
+                self.step, f"loss term {bad[0]!r} ({name})" if bad else f"loss ({name})", self.last_checkpoint
+            )
+        if name not in self.optimizers:
+            raise KeyError(
+                f"training_step asked for optimiser {name!r}; configure_optimizers made {sorted(self.optimizers)}"
+            )
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if self.config.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        else:
+            norm = (
+                torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+                if params
+                else torch.zeros(())
+            )
+        if not bool(torch.isfinite(norm)):
+            raise NonFiniteError(self.step, f"gradient ({name})", self.last_checkpoint)
+        opt.step()
+
+    # -------------------------------------------------------------- fit
+    def fit(self, data, resume: str | os.PathLike | bool | None = None, until: int | None = None) -> TrainResult:
+        """Train until ``config.steps``. ``data``: a tensor ``[N, ...]`` (or a tuple of tensors),
+        sampled in shuffled epochs by the trainer's own seeded generator (bit-identical resume), or
+        any iterable of batches (cycled; resume skips the batches already used). ``resume``: a
+        checkpoint folder, or True for the latest in ``checkpoint_dir``. ``until``: stop this call
+        after that step (for time-limited jobs; a later ``fit(resume=True)`` carries on)."""
+        cfg = self.config
+        if isinstance(data, Tensor):
+            data = (data,)
+        if isinstance(data, tuple) and all(isinstance(t, Tensor) for t in data):
+            batches: _TensorBatches | _IterableBatches = _TensorBatches(data, cfg.batch_size, self.generator)
+        else:
+            batches = _IterableBatches(data)
+        if resume:
+            self._resume(resume, batches)
+        else:
+            torch.manual_seed(cfg.seed)
+        writer = self._tensorboard()
+        result = TrainResult(step=self.step, checkpoint=self.last_checkpoint)
+        amp = cfg.amp and self.device.type == "cuda"
+        bar = _progress(cfg, self.step)
+        try:
+            stop = cfg.steps if until is None else min(cfg.steps, until)
+            while self.step < stop:
+                batch = _to_device(batches.next(), self.device)
+                if _first_nonfinite(batch):
+                    raise NonFiniteError(self.step, "input batch", self.last_checkpoint)
+                self.model.train()
+                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+                with ctx:
+                    out = self.model.training_step(batch, self.step, self._optimize)
+                for s in self.schedulers.values():
+                    s.step()
+                self.step += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    scalars = {
+                        "step": self.step,
+                        **out.scalars(),
+                        "lr": self.schedulers[next(iter(self.schedulers))].get_last_lr()[0],
+                    }
+                    result.history.append(scalars)
+                    if bar is not None:
+                        bar.set_postfix(
+                            {k: f"{v:.4g}" for k, v in scalars.items() if k not in ("step",)}, refresh=False
+                        )
+                    if writer is not None:
+                        for k, v in scalars.items():
+                            if k != "step":
+                                writer.add_scalar(k, v, self.step)
+                    log.debug("step %d %s", self.step, scalars)
+                if bar is not None:
+                    bar.update(1)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint(batches)
+            if cfg.checkpoint_dir and self.last_checkpoint != self._ckpt_path(self.step):
+                self.save_checkpoint(batches)
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        result.step, result.checkpoint = self.step, self.last_checkpoint
+        self.model.eval()
+        return result
+
+    def _tensorboard(self):
+        if not self.config.tensorboard_dir:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError(
+                "TensorBoard logging needs the tensorboard package: pip install 'probe-disentangle[tensorboard]'"
+            ) from err
+        return SummaryWriter(self.config.tensorboard_dir)
+
+    # -------------------------------------------------------------- checkpoints
+    def _ckpt_path(self, step: int) -> str:
+        return str(Path(self.config.checkpoint_dir) / f"{CHECKPOINT_PREFIX}{step:08d}")
+
+    def save_checkpoint(self, batches=None) -> str:
+        """Write model + optimisers + schedulers + RNG + data position atomically; return the folder."""
+        root = Path(self.config.checkpoint_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        final = Path(self._ckpt_path(self.step))
+        tmp = root / f".tmp-{final.name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        io.save(self.model, tmp)
+        tensors: dict[str, Tensor] = {}
+        state = {
+            "step": self.step,
+            "optimizers": {k: _encode(o.state_dict(), f"opt.{k}", tensors) for k, o in self.optimizers.items()},
+            "schedulers": {k: _encode(s.state_dict(), f"sched.{k}", tensors) for k, s in self.schedulers.items()},
+            "rng": _encode({"torch": torch.get_rng_state(), "trainer": self.generator.get_state()}, "rng", tensors),
+            "cuda_rng": _encode(torch.cuda.get_rng_state_all(), "cuda_rng", tensors)
+            if torch.cuda.is_available()
+            else None,
+            "data": _encode(batches.state(), "data", tensors) if batches is not None else None,
+            "train_config": asdict(self.config),
+        }
+        blob = io.tensors_to_bytes(tensors)
+        io.atomic_write_bytes(tmp / CHECKPOINT_STATE_FILE, blob)
+        import hashlib
+
+        state["state_sha256"] = hashlib.sha256(blob).hexdigest()
+        io.atomic_write_json(tmp / CHECKPOINT_META_FILE, state)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        io.fsync_dir(root)
+        io.atomic_write_bytes(root / LATEST_FILE, final.name.encode())
+        self.last_checkpoint = str(final)
+        self._prune(root)
+        return str(final)
+
+    def _prune(self, root: Path) -> None:
+        ckpts = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
+        for old in ckpts[: max(0, len(ckpts) - max(1, self.config.keep_checkpoints))]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self, resume, batches) -> None:
+        path = Path(self.config.checkpoint_dir or "") if resume is True else Path(resume)
+        if resume is True:
+            if not self.config.checkpoint_dir:
+                raise ValueError("resume=True needs config.checkpoint_dir; or pass the checkpoint folder")
+            latest = path / LATEST_FILE
+            if not latest.is_file():
+                raise FileNotFoundError(f"no {LATEST_FILE} in {path}: nothing to resume from; start without resume")
+            path = path / latest.read_text().strip()
+        meta_path = path / CHECKPOINT_META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{meta_path} is missing; pass a checkpoint folder ({CHECKPOINT_PREFIX}NNNNNNNN) written by the trainer"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path} is not valid JSON ({err}); resume from an earlier checkpoint") from err
+        saved = io.read_config(path)
+        if saved["architecture"] != getattr(self.model, "architecture", None):
+            raise ValueError(
+                f"checkpoint {path} holds a {saved['architecture']!r}, not a {getattr(self.model, 'architecture', None)!r}"
+            )
+        weights = io.load_tensors(path / io.WEIGHTS_FILE, saved.get("files", {}).get(io.WEIGHTS_FILE))
+        io.load_state_into(self.model, weights, str(path / CONFIG_FILE))
+        tensors = io.load_tensors(
+            path / CHECKPOINT_STATE_FILE, {"sha256": meta.get("state_sha256")} if meta.get("state_sha256") else None
+        )
+        for k, o in self.optimizers.items():
+            if k not in meta["optimizers"]:
+                raise ValueError(f"checkpoint {path} has no state for optimiser {k!r}")
+            o.load_state_dict(_decode(meta["optimizers"][k], tensors))
+        for k, s in self.schedulers.items():
+            s.load_state_dict(_decode(meta["schedulers"][k], tensors))
+        rng = _decode(meta["rng"], tensors)
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["trainer"])
+        if meta.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(_decode(meta["cuda_rng"], tensors))
+        if meta.get("data") is not None:
+            batches.load(_decode(meta["data"], tensors))
+        self.step = int(meta["step"])
+        self.last_checkpoint = str(path)
+        self.model.to(self.device)
+        for o in self.optimizers.values():  # optimiser state onto the model's device
+            for st in o.state.values():
+                for key, v in st.items():
+                    if isinstance(v, Tensor) and key != "step":
+                        st[key] = v.to(self.device)
+
+
+def _progress(cfg: TrainConfig, start: int):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, leave=False)
+
+
+def fit(model: torch.nn.Module, data, config: TrainConfig | None = None, **overrides) -> TrainResult:
+    """Shortcut: ``Trainer(model, TrainConfig(**overrides)).fit(data)``."""
+    cfg = config or TrainConfig(**overrides)
+    return Trainer(model, cfg).fit(data)

@@ -1,0 +1,165 @@
+"""The trainer: bit-identical resume, the non-finite guard, atomic checkpoints, schedules."""
+
+import math
+
+import pytest
+import torch
+
+from probe_disentangle import io
+from probe_disentangle.heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig
+from probe_disentangle.losses import LossResult
+from probe_disentangle.train import NonFiniteError, TrainConfig, Trainer, _lr_lambda
+
+
+def _data(n=256, d=10):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, generator=g) @ torch.randn(3, d, generator=g)
+
+
+def _head(objective="beta_tcvae", args=None):
+    torch.manual_seed(1)
+    return VAEHead(
+        VAEHeadConfig(
+            d_in=10, latent_dim=3, hidden=16, objective=objective, objective_args=args or {"dataset_size": 256}
+        )
+    )
+
+
+def _cfg(**kw):
+    base = dict(steps=30, batch_size=32, progress=False, log_every=5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _head(),
+        lambda: _head("factor_vae", {"disc_hidden": 8, "disc_depth": 1}),
+        lambda: _head("capacity", {"c_steps": 20, "c_max": 3.0}),
+        lambda: (
+            torch.manual_seed(1),
+            InfoGANHead(InfoGANHeadConfig(d_in=10, noise_dim=2, categorical=[3], continuous=1, hidden=16)),
+        )[1],
+    ],
+    ids=["beta_tcvae", "factor_vae", "capacity", "infogan"],
+)
+def test_resume_is_bit_identical(make, tmp_path):
+    x = _data()
+    straight = make()
+    r_straight = Trainer(straight, _cfg(lr_schedule="cosine", warmup_steps=5)).fit(x)
+    first = make()
+    Trainer(first, _cfg(lr_schedule="cosine", warmup_steps=5, checkpoint_dir=str(tmp_path))).fit(x, until=17)
+    torch.manual_seed(999)  # resume must restore the RNG, whatever happened in between
+    resumed = make()
+    r_resumed = Trainer(resumed, _cfg(lr_schedule="cosine", warmup_steps=5, checkpoint_dir=str(tmp_path))).fit(
+        x, resume=True
+    )
+    assert r_resumed.step == 30
+    assert _same(straight, resumed)
+    assert r_resumed.last == r_straight.last
+
+
+def test_checkpoints_are_loadable_models_and_pruned(tmp_path):
+    t = Trainer(_head(), _cfg(steps=20, checkpoint_every=5, keep_checkpoints=2, checkpoint_dir=str(tmp_path)))
+    res = t.fit(_data())
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("step_"))
+    assert kept == ["step_00000015", "step_00000020"]
+    assert (tmp_path / "latest").read_text() == "step_00000020"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert _same(io.load(res.checkpoint), t.model)
+
+
+def test_nonfinite_input_stops_with_step_and_keeps_checkpoint(tmp_path):
+    x = _data(64)
+    bad = x.clone()
+    bad[5, 3] = float("nan")
+    batches = [x[:32], x[32:], x[:32], x[32:], bad]
+    head = _head()
+    t = Trainer(head, _cfg(steps=10, checkpoint_every=2, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(NonFiniteError, match=r"input batch at step 4.*step_00000004") as err:
+        t.fit(batches)
+    assert err.value.step == 4
+    restored = io.load(err.value.checkpoint)
+    assert _same(restored, head)  # nothing was updated with the bad batch
+
+
+class _ExplodingHead(VAEHead):
+    """Reports a NaN 'tc' term from step 3 on."""
+
+    def training_step(self, batch, step, optimize):
+        r = self.loss(batch, step)
+        if step >= 3:
+            r = LossResult(r.total + r.terms["tc"] * float("nan"), {**r.terms, "tc": r.terms["tc"] * float("nan")})
+        optimize("vae", r)
+        return r
+
+
+def test_nonfinite_loss_names_the_term_and_leaves_parameters(tmp_path):
+    torch.manual_seed(1)
+    head = _ExplodingHead(VAEHeadConfig(d_in=10, latent_dim=3, hidden=16, objective_args={"dataset_size": 256}))
+    t = Trainer(head, _cfg(steps=10, checkpoint_every=3, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(NonFiniteError, match=r"loss term 'tc' \(vae\) at step 3") as err:
+        t.fit(_data())
+    assert all(torch.isfinite(p).all() for p in head.parameters())
+    assert err.value.checkpoint.endswith("step_00000003")
+    assert _same(io.load(err.value.checkpoint), head)
+
+
+def test_nonfinite_gradient_is_caught():
+    head = _head("beta_vae", {"beta": 1.0})
+    with torch.no_grad():
+        head.decoder[-1].weight[0, 0] = 1e38  # finite weight whose gradient overflows
+    x = _data() * 1e30
+    with pytest.raises(NonFiniteError):
+        Trainer(head, _cfg(steps=3, grad_clip=1.0)).fit(x)
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
+    f = _lr_lambda(cfg)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-12)
+    lin = _lr_lambda(TrainConfig(steps=100, lr_schedule="linear"))
+    assert lin(50) == pytest.approx(0.5)
+    assert _lr_lambda(TrainConfig(steps=100))(70) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="exp")
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        TrainConfig(checkpoint_every=5)
+
+
+def test_iterable_data_and_tuple_batches():
+    x = _data(96)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(96)), batch_size=32)
+    res = Trainer(_head(), _cfg(steps=7)).fit(loader)  # cycles over the 3 batches
+    assert res.step == 7 and math.isfinite(res.last["loss"])
+    res = Trainer(_head(), _cfg(steps=4)).fit((x, torch.zeros(96)))
+    assert res.step == 4
+
+
+def test_resume_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Trainer(_head(), _cfg(checkpoint_dir=str(tmp_path))).fit(_data(), resume=True)
+    Trainer(_head(), _cfg(steps=2, checkpoint_dir=str(tmp_path))).fit(_data())
+    other = InfoGANHead(InfoGANHeadConfig(d_in=10, noise_dim=2, categorical=[3], continuous=1, hidden=16))
+    with pytest.raises(ValueError, match="holds a 'vae_head'"):
+        Trainer(other, _cfg(checkpoint_dir=str(tmp_path))).fit(_data(), resume=True)
+
+
+def test_trainer_rejects_models_without_a_step():
+    with pytest.raises(TypeError, match="training_step"):
+        Trainer(torch.nn.Linear(2, 2))
+
+
+def test_progress_bar_and_tensorboard(tmp_path):
+    res = Trainer(_head(), _cfg(steps=3, progress=True)).fit(_data())
+    assert res.step == 3
+    pytest.importorskip("tensorboard")
+    Trainer(_head(), _cfg(steps=3, tensorboard_dir=str(tmp_path / "tb"))).fit(_data())
+    assert any((tmp_path / "tb").iterdir())
