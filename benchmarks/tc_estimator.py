@@ -170,7 +170,7 @@ def main() -> None:
     print("-" * len(hdr))
     for r in rows:
 
-        def f(key, fmt):
+        def f(key, fmt, r=r):
             return format(r[key], fmt) if key in r else "—"
 
         print(
