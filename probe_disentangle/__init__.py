@@ -3,14 +3,22 @@
 __version__ = "0.1.0"
 
 from . import losses, registry  # noqa: E402
+from .adapters import attach  # noqa: E402
 from .heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig  # noqa: E402
 from .io import load, save  # noqa: E402
+from .probe import Probe, load_directions  # noqa: E402
+from .store import ActivationStore, Normalizer  # noqa: E402
 from .train import NonFiniteError, TrainConfig, Trainer, TrainResult, fit  # noqa: E402
 
 __all__ = [
     "__version__",
     "losses",
     "registry",
+    "attach",
+    "Probe",
+    "load_directions",
+    "ActivationStore",
+    "Normalizer",
     "VAEHead",
     "VAEHeadConfig",
     "InfoGANHead",

@@ -1,0 +1,187 @@
+"""The protocol every host family implements, and the hook plumbing they share.
+
+An adapter knows how to (1) list a host's hook names, (2) read the activation at a hook as
+vectors ``[N, d]`` (what a "vector" is — one per token, per spatial position, per sample — is the
+adapter's job), (3) replace it through an edit function, and (4) run the host on a data batch,
+stopping after the deepest hook needed. Hooks exist only inside context managers that remove
+exactly what they added, on any exit, exceptions included; contexts nest.
+
+Adapters import nothing from heads, probes or the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+VectorFn = Callable[[Tensor], Tensor]
+
+
+class HookError(ValueError):
+    """An unknown or unusable hook point."""
+
+
+class _StopForward(Exception):
+    """Raised from a hook to end the host's forward once the deepest needed activation is read."""
+
+
+@dataclass
+class Activations:
+    """Vectors read at a hook, and where each came from.
+
+    ``vectors`` ``[N, d]``; ``index`` ``[N, 2]`` (row in the batch, position within it: token
+    index, flattened spatial index, or 0 for one vector per sample).
+    """
+
+    vectors: Tensor
+    index: Tensor
+
+
+def close_matches(name: str, names: list[str], n: int = 5) -> list[str]:
+    hits = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    if not hits:  # fall back to names sharing the last component
+        tail = name.rsplit(".", 1)[-1]
+        hits = [h for h in names if h.endswith(tail)][:n]
+    return hits
+
+
+def _primary(output: Any) -> Tensor:
+    """The activation tensor of a module output (HF blocks return tuples; take the first)."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if hasattr(output, "sample") and isinstance(output.sample, Tensor):  # diffusers outputs
+        return output.sample
+    raise HookError(
+        f"the hooked module returned {type(output).__name__}, not a tensor; hook a module that outputs a tensor"
+    )
+
+
+def _replace_primary(output: Any, new: Tensor) -> Any:
+    if isinstance(output, Tensor):
+        return new
+    if isinstance(output, tuple):
+        return (new, *output[1:])
+    if isinstance(output, list):
+        return [new, *output[1:]]
+    output.sample = new
+    return output
+
+
+class Adapter:
+    """Base adapter: hooks are PyTorch forward hooks on the module that produces the activation."""
+
+    family = "torch_module"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._live: list[torch.utils.hooks.RemovableHandle] = []
+
+    # ---------------------------------------------------------------- names
+    def hook_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def check_hook(self, hook: str) -> None:
+        """Raise :class:`HookError` naming the close matches if ``hook`` does not exist."""
+        names = self.hook_names()
+        if hook not in names:
+            hits = close_matches(hook, names)
+            hint = f"; did you mean {hits}?" if hits else f"; the host has {len(names)} hooks, e.g. {names[:5]}"
+            raise HookError(f"unknown hook {hook!r} for this {type(self.model).__name__}{hint}")
+
+    def module_for(self, hook: str) -> nn.Module:
+        raise NotImplementedError
+
+    def layer_of(self, hook: str) -> int | None:
+        """Index of the block the hook sits in (None when outside the blocks)."""
+        return None
+
+    # ---------------------------------------------------------------- vector layout
+    def to_vectors(self, act: Tensor, batch: Any) -> Activations:
+        """Activation tensor → vectors. Default: one vector per sample, flattened."""
+        flat = act.reshape(act.shape[0], -1)
+        idx = torch.stack(
+            [
+                torch.arange(act.shape[0], device=act.device),
+                torch.zeros(act.shape[0], dtype=torch.long, device=act.device),
+            ],
+            1,
+        )
+        return Activations(flat, idx)
+
+    def edit_tensor(self, act: Tensor, fn: VectorFn) -> Tensor:
+        """Apply ``fn`` to every vector of ``act`` and return the tensor in its own layout."""
+        return fn(act.reshape(act.shape[0], -1)).reshape(act.shape)
+
+    # ---------------------------------------------------------------- hooks
+    @contextlib.contextmanager
+    def hook(self, hook: str, fn: Callable[[Tensor], Tensor | None]) -> Iterator[None]:
+        """Within the context, ``fn(activation)`` sees (and may replace) the activation at ``hook``."""
+        self.check_hook(hook)
+        module = self.module_for(hook)
+
+        def _fwd(mod, args, output):
+            new = fn(_primary(output))
+            return None if new is None else _replace_primary(output, new)
+
+        handle = module.register_forward_hook(_fwd)
+        self._live.append(handle)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._live.remove(handle)
+
+    @contextlib.contextmanager
+    def edit(self, hook: str, fn: VectorFn) -> Iterator[None]:
+        """Within the context, every forward of the host has its vectors at ``hook`` replaced by ``fn(vectors)``."""
+        with self.hook(hook, lambda act: self.edit_tensor(act, fn)):
+            yield
+
+    @property
+    def live_hooks(self) -> int:
+        """Hooks this adapter has registered and not yet removed (0 outside every context)."""
+        return len(self._live)
+
+    # ---------------------------------------------------------------- running
+    def forward(self, batch: Any, stop_after: str | None = None) -> Any:
+        """Run the host on ``batch``; with ``stop_after``, end the forward once that hook ran."""
+        if stop_after is None:
+            return self._call(batch)
+        self.check_hook(stop_after)
+
+        def _stop(act):
+            raise _StopForward
+
+        with contextlib.suppress(_StopForward), self.hook(stop_after, _stop):
+            return self._call(batch)
+        return None
+
+    def _call(self, batch: Any) -> Any:
+        if isinstance(batch, dict):
+            return self.model(**batch)
+        if isinstance(batch, (tuple, list)):
+            return self.model(*batch)
+        return self.model(batch)
+
+    @torch.no_grad()
+    def collect(self, batch: Any, hook: str, stop: bool = True) -> Activations:
+        """Read the vectors at ``hook`` for one batch (no grad; the forward stops after the hook)."""
+        store: list[Tensor] = []
+
+        def _read(act):
+            store.append(act.detach())
+
+        # the reader is registered before the stopper, so it runs first
+        with self.hook(hook, _read):
+            self.forward(batch, stop_after=hook if stop else None)
+        if not store:
+            raise HookError(f"hook {hook!r} never ran during the forward; is it on the path of this input?")
+        return self.to_vectors(store[0], batch)

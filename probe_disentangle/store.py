@@ -1,0 +1,215 @@
+"""ActivationStore: stream a host's activations at one hook into training batches.
+
+Collection runs under ``no_grad`` and stops the host's forward after the hook. Vectors go into
+a shuffle buffer (on the GPU when there is one) that, once full, is shuffled and serves half
+while keeping the other half to mix with fresh activations (as SAELens does), so consecutive
+batches do not come from the same few sequences. Memory is bounded by the buffer whatever the
+data size. Optionally every collected vector is also written to a disk cache of safetensors
+shards, which later runs read by memory map instead of running the host again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+from . import io
+from .adapters.base import Adapter
+
+log = logging.getLogger(__name__)
+
+CACHE_MANIFEST = "manifest.json"
+SHARD_PATTERN = "shard_{:05d}.safetensors"
+
+
+@dataclass
+class Normalizer:
+    """Per-dimension standardisation (a − mean) / std, saved with a probe."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def inverse(self, x: Tensor) -> Tensor:
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def scale(self, x: Tensor) -> Tensor:
+        """A difference in normalised units → activation units (no shift)."""
+        return x * self.std.to(x)
+
+    @classmethod
+    def identity(cls, d: int) -> Normalizer:
+        return cls(torch.zeros(d), torch.ones(d))
+
+
+class RunningStats:
+    """Streaming mean and variance (Chan et al.'s parallel update), in float64."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def update(self, x: Tensor) -> None:
+        x = x.detach().to(torch.float64)
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        mean_b = x.mean(0)
+        m2_b = ((x - mean_b) ** 2).sum(0)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        delta = mean_b - self.mean
+        tot = self.n + n_b
+        self.mean = self.mean + delta * n_b / tot
+        self.m2 = self.m2 + m2_b + delta**2 * self.n * n_b / tot
+        self.n = tot
+
+    def normalizer(self, eps: float = 1e-6) -> Normalizer:
+        if self.n < 2:
+            raise ValueError("need at least 2 vectors to estimate normalisation statistics")
+        var = self.m2 / (self.n - 1)
+        return Normalizer(self.mean.float().cpu(), var.sqrt().clamp_min(eps).float().cpu())
+
+
+class ActivationStore:
+    """Vectors at ``hook`` of ``adapter``'s host over ``data`` (an iterable of host input batches).
+
+    Iterate to get shuffled training batches ``[batch_size, d]`` (normalised when a normaliser is
+    set). ``buffer_size`` bounds memory (in vectors); ``cache_dir`` writes/reads safetensors
+    shards; ``device`` holds the buffer (default: CUDA when available).
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        hook: str,
+        data: Iterable[Any],
+        batch_size: int = 256,
+        buffer_size: int = 65_536,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        normalizer: Normalizer | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if buffer_size < 2 * batch_size:
+            raise ValueError(
+                f"buffer_size ({buffer_size}) must hold at least two batches ({2 * batch_size}) to shuffle"
+            )
+        adapter.check_hook(hook)
+        self.adapter, self.hook, self.data = adapter, hook, data
+        self.batch_size, self.buffer_size = batch_size, buffer_size
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.normalizer = normalizer
+        self.dtype = dtype
+        self.stats = RunningStats()
+        self.vectors_seen = 0
+
+    # ---------------------------------------------------------------- raw chunks
+    def _host_chunks(self) -> Iterator[Tensor]:
+        for batch in self.data:
+            acts = self.adapter.collect(batch, self.hook)
+            yield acts.vectors
+
+    def _cached(self) -> bool:
+        return self.cache_dir is not None and (self.cache_dir / CACHE_MANIFEST).is_file()
+
+    def _cache_chunks(self) -> Iterator[Tensor]:
+        manifest = json.loads((self.cache_dir / CACHE_MANIFEST).read_text())
+        if manifest.get("hook") != self.hook:
+            raise ValueError(
+                f"the cache in {self.cache_dir} holds hook {manifest.get('hook')!r}, not {self.hook!r}; use another cache_dir"
+            )
+        for shard in manifest["shards"]:
+            path = self.cache_dir / shard["file"]
+            if not path.is_file():
+                raise FileNotFoundError(f"cache shard {path} is missing; delete {self.cache_dir} to rebuild the cache")
+            with safe_open(str(path), framework="pt") as f:  # memory-mapped
+                yield f.get_tensor("vectors")
+
+    def chunks(self) -> Iterator[Tensor]:
+        """Raw (unnormalised) vectors chunk by chunk: from the cache if complete, else from the host
+        (writing the cache as it goes when ``cache_dir`` is set)."""
+        if self._cached():
+            yield from self._cache_chunks()
+            return
+        shards: list[dict[str, Any]] = []
+        d = 0
+        for i, chunk in enumerate(self._host_chunks()):
+            d = int(chunk.shape[1])
+            if self.cache_dir is not None:
+                name = SHARD_PATTERN.format(i)
+                io.atomic_write_bytes(self.cache_dir / name, io.tensors_to_bytes({"vectors": chunk}))
+                shards.append({"file": name, "rows": int(chunk.shape[0])})
+            yield chunk
+        if self.cache_dir is not None:  # written last: a cache without a manifest is never read
+            io.atomic_write_json(self.cache_dir / CACHE_MANIFEST, {"hook": self.hook, "shards": shards, "d": d})
+
+    # ---------------------------------------------------------------- statistics
+    def estimate_normalizer(self, max_vectors: int = 100_000) -> Normalizer:
+        """Fix the normaliser from the first ``max_vectors`` vectors (saved with the probe)."""
+        stats = RunningStats()
+        for chunk in self.chunks():
+            stats.update(chunk[: max_vectors - stats.n])
+            if stats.n >= max_vectors:
+                break
+        self.normalizer = stats.normalizer()
+        return self.normalizer
+
+    def collect(self, max_vectors: int | None = None) -> Tensor:
+        """All vectors (normalised if a normaliser is set) in collection order, up to ``max_vectors``."""
+        out, n = [], 0
+        for chunk in self.chunks():
+            if max_vectors is not None:
+                chunk = chunk[: max_vectors - n]
+            out.append(chunk.to(self.dtype))
+            n += chunk.shape[0]
+            if max_vectors is not None and n >= max_vectors:
+                break
+        if not out:
+            raise ValueError("the data produced no activation vectors")
+        x = torch.cat(out)
+        return self.normalizer(x) if self.normalizer is not None else x
+
+    # ---------------------------------------------------------------- the shuffle buffer
+    def __iter__(self) -> Iterator[Tensor]:
+        """One pass over the data as shuffled batches (the last partial batch is dropped)."""
+        buf = torch.empty(0, device=self.device, dtype=self.dtype)
+        d = None
+        for chunk in self.chunks():
+            chunk = chunk.to(self.device, self.dtype, non_blocking=True)
+            self.stats.update(chunk)
+            self.vectors_seen += chunk.shape[0]
+            if d is None:
+                d = chunk.shape[1]
+                buf = torch.empty(0, d, device=self.device, dtype=self.dtype)
+            buf = torch.cat([buf, chunk])
+            while buf.shape[0] >= self.buffer_size:
+                buf = buf[self._perm(buf.shape[0])]
+                half = max(self.batch_size, (buf.shape[0] // 2) // self.batch_size * self.batch_size)
+                serve, buf = buf[:half], buf[half:]  # serve half, keep half to mix with fresh vectors
+                yield from self._batches(serve)
+        if buf.shape[0]:
+            yield from self._batches(buf[self._perm(buf.shape[0])])
+
+    def _perm(self, n: int) -> Tensor:
+        return torch.randperm(n, generator=self.generator).to(self.device)
+
+    def _batches(self, x: Tensor) -> Iterator[Tensor]:
+        for s in range(0, x.shape[0] - self.batch_size + 1, self.batch_size):
+            b = x[s : s + self.batch_size]
+            yield self.normalizer(b) if self.normalizer is not None else b

@@ -1,0 +1,38 @@
+"""Tiny host models built inside the tests (nothing downloads)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge():
+    tl = pytest.importorskip("transformer_lens")
+    cfg = tl.TransformerBridgeConfig(
+        d_model=32, d_head=8, n_layers=3, n_ctx=16, n_heads=4, d_vocab=20, act_fn="gelu", seed=0
+    )
+    model = tl.TransformerBridge.boot_native(cfg)
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def token_batches():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 20, (8, 10), generator=g) for _ in range(12)]
+
+
+@pytest.fixture(scope="session")
+def hf_bridge(tmp_path_factory):
+    """A tiny GPT-2 written to a temp folder and loaded through TransformerBridge.boot_transformers
+    (its generate uses a KV cache: single-token forwards after the prompt)."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformer_lens")
+    from probe_disentangle.adapters import load_transformer
+
+    path = tmp_path_factory.mktemp("gpt2-tiny")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=16, n_head=2, vocab_size=30, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    return load_transformer(str(path), device="cpu").eval()

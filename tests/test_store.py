@@ -1,0 +1,84 @@
+"""ActivationStore: bounded shuffle buffer, exact statistics, disk cache."""
+
+import pytest
+import torch
+from torch import nn
+
+from probe_disentangle.adapters import attach
+from probe_disentangle.store import ActivationStore, RunningStats
+
+
+class Ident(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Identity()
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def _data(n_batches=10, rows=50, d=4):
+    # row r of batch b holds the value b*rows + r in every dimension: easy to track
+    return [torch.arange(b * rows, (b + 1) * rows, dtype=torch.float32)[:, None].repeat(1, d) for b in range(n_batches)]
+
+
+def test_every_vector_served_once_and_shuffled():
+    store = ActivationStore(attach(Ident()), "layer", _data(), batch_size=20, buffer_size=100, device="cpu")
+    served = torch.cat(list(store))[:, 0]
+    assert served.shape[0] >= 500 - 20  # only a final partial batch may be dropped
+    assert served.unique().numel() == served.numel()  # no duplicates
+    assert not torch.equal(served, served.sort().values)  # shuffled
+    # the buffer mixes: the first served batch draws from more than one host batch
+    first = served[:20]
+    assert (first // 50).unique().numel() > 1
+    assert store.vectors_seen == 500
+
+
+def test_running_stats_equal_full_batch_statistics():
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(n, 3, generator=g) * 3 + 1 for n in (5, 17, 1, 40)]
+    st = RunningStats()
+    for c in chunks:
+        st.update(c)
+    full = torch.cat(chunks).double()
+    torch.testing.assert_close(st.mean, full.mean(0))
+    torch.testing.assert_close(st.m2 / (st.n - 1), full.var(0))
+    norm = st.normalizer()
+    z = norm(torch.cat(chunks))
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(norm.inverse(z), torch.cat(chunks), atol=1e-5, rtol=1e-5)
+
+
+def test_disk_cache_round_trip_without_the_host(tmp_path):
+    calls = []
+
+    class Counting(Ident):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    data = _data(4)
+    s1 = ActivationStore(
+        attach(Counting()), "layer", data, batch_size=10, buffer_size=40, cache_dir=tmp_path, device="cpu"
+    )
+    first = s1.collect()
+    assert len(calls) == 4 and (tmp_path / "manifest.json").is_file()
+    s2 = ActivationStore(
+        attach(Counting()), "layer", data, batch_size=10, buffer_size=40, cache_dir=tmp_path, device="cpu"
+    )
+    torch.testing.assert_close(s2.collect(), first)
+    assert len(calls) == 4  # served from the memory-mapped shards
+    s3 = ActivationStore(attach(Counting()), "layer", data, cache_dir=tmp_path, batch_size=10, buffer_size=40)
+    s3.hook = "other"
+    with pytest.raises(ValueError, match="another cache_dir"):
+        s3.collect()
+
+
+def test_normaliser_applied_to_batches_and_bad_buffer():
+    store = ActivationStore(attach(Ident()), "layer", _data(), batch_size=25, buffer_size=100, device="cpu")
+    norm = store.estimate_normalizer(max_vectors=500)
+    batches = torch.cat(list(store))
+    assert batches.mean().abs() < 0.1 and (batches.std() - 1).abs() < 0.1
+    assert norm.mean.shape == (4,)
+    with pytest.raises(ValueError, match="two batches"):
+        ActivationStore(attach(Ident()), "layer", _data(), batch_size=64, buffer_size=100)
