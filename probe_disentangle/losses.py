@@ -199,6 +199,28 @@ def _block_rows(B: int, K: int, max_elements: int) -> int:
     return max(1, min(B, max_elements // max(1, B * K)))
 
 
+def _weighted_block(zi, mu, lv_c, inv_var, start, B, weights):
+    """For rows [start, start + b): (t + lw as [b, B, K] with the marginal weights folded in
+    relative to ``lw_other``, joint scores Σ_k t + lw as [b, B], the offset ``lw_other``).
+
+    Every entry of a row carries the weight ``lw_other`` except two, so rather than adding a
+    [b, B, K] weight tensor we add the two corrections in place and the constant afterwards.
+    """
+    d, n, o = weights
+    b = zi.shape[0]
+    t = (zi.unsqueeze(1) - mu.unsqueeze(0)).square_().mul_(inv_var).add_(lv_c).mul_(-0.5)  # (b, B, K)
+    lw = _weight_rows(start, start + b, B, d, n, o, zi.device, zi.dtype)  # (b, B)
+    joint_scores = t.sum(-1).add_(lw)
+    if math.isfinite(o):
+        rows = torch.arange(b, device=zi.device)
+        cols = rows + start
+        t[rows, cols] += d - o
+        if B > 1:
+            t[rows, (cols + 1) % B] += n - o
+        return t, joint_scores, o
+    return t.add_(lw.unsqueeze(-1)), joint_scores, 0.0
+
+
 class _BlockedLogQz(torch.autograd.Function):
     """Blocked log-sum-exps with a recomputing backward: memory O(b·B·K) for a row block b."""
 
@@ -206,17 +228,18 @@ class _BlockedLogQz(torch.autograd.Function):
     def forward(ctx, z, mu, logvar, lw_diag, lw_next, lw_other, max_elements):  # type: ignore[override]
         B, K = z.shape
         inv_var = torch.exp(-logvar)
+        lv_c = logvar + LOG_2PI
+        weights = (lw_diag, lw_next, lw_other)
         joint = z.new_empty(B)
         marg = z.new_empty(B, K)
         b = _block_rows(B, K, max_elements)
         for s in range(0, B, b):
             e = min(B, s + b)
-            t = _pair_log_density(z[s:e], mu, logvar, inv_var)  # (b, B, K)
-            lw = _weight_rows(s, e, B, lw_diag, lw_next, lw_other, z.device, z.dtype)  # (b, B)
-            marg[s:e] = torch.logsumexp(t + lw.unsqueeze(-1), dim=1)
-            joint[s:e] = torch.logsumexp(t.sum(-1) + lw, dim=1)
+            t, js, off = _weighted_block(z[s:e], mu, lv_c, inv_var, s, B, weights)
+            marg[s:e] = torch.logsumexp(t, dim=1).add_(off)
+            joint[s:e] = torch.logsumexp(js, dim=1)
         ctx.save_for_backward(z, mu, logvar, joint, marg)
-        ctx.weights = (lw_diag, lw_next, lw_other)
+        ctx.weights = weights
         ctx.max_elements = max_elements
         return joint, marg
 
@@ -229,22 +252,24 @@ class _BlockedLogQz(torch.autograd.Function):
         if g_marg is None:
             g_marg = torch.zeros_like(marg)
         inv_var = torch.exp(-logvar)
-        gz = torch.zeros_like(z)
+        lv_c = logvar + LOG_2PI
+        gz = torch.empty_like(z)
         gmu = torch.zeros_like(mu)
         glv = torch.zeros_like(logvar)
         b = _block_rows(B, K, ctx.max_elements)
         for s in range(0, B, b):
             e = min(B, s + b)
-            t = _pair_log_density(z[s:e], mu, logvar, inv_var)  # (b, B, K)
-            lw = _weight_rows(s, e, B, *ctx.weights, z.device, z.dtype)
-            s_marg = torch.exp(t + lw.unsqueeze(-1) - marg[s:e].unsqueeze(1))  # (b, B, K)
-            s_joint = torch.exp(t.sum(-1) + lw - joint[s:e].unsqueeze(1))  # (b, B)
-            c = g_marg[s:e].unsqueeze(1) * s_marg + (g_joint[s:e].unsqueeze(1) * s_joint).unsqueeze(-1)
-            dp = (z[s:e].unsqueeze(1) - mu.unsqueeze(0)) * inv_var.unsqueeze(0)  # (b, B, K)
-            c_dp = c * dp
+            zi = z[s:e]
+            t, js, off = _weighted_block(zi, mu, lv_c, inv_var, s, B, ctx.weights)
+            # c = g_marg · softmax_j(marginal scores) + g_joint · softmax_j(joint scores)
+            c = t.sub_((marg[s:e] - off).unsqueeze(1)).exp_().mul_(g_marg[s:e].unsqueeze(1))  # (b, B, K)
+            c.add_(js.sub_(joint[s:e].unsqueeze(1)).exp_().mul_(g_joint[s:e].unsqueeze(1)).unsqueeze(-1))
+            diff = zi.unsqueeze(1) - mu.unsqueeze(0)  # (b, B, K)
+            c_dp = diff * inv_var
+            c_dp.mul_(c)  # c · (z − μ) / σ²
             gz[s:e] = -c_dp.sum(1)
             gmu += c_dp.sum(0)
-            glv += (c * (0.5 * dp * (z[s:e].unsqueeze(1) - mu.unsqueeze(0)) - 0.5)).sum(0)
+            glv += c_dp.mul_(diff).sum(0).mul_(0.5).sub_(c.sum(0).mul_(0.5))  # Σ c·(½(z − μ)²/σ² − ½)
         return gz, gmu, glv, None, None, None, None
 
 
@@ -578,7 +603,9 @@ class InfoGANLoss(nn.Module):
         cont_codes: Tensor | None = None,
     ) -> LossResult:
         gen = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-        info_cat = sum((categorical_mi_lower_bound(lg, c) for lg, c in zip(cat_logits, cat_codes, strict=True)), gen.new_zeros(()))
+        info_cat = sum(
+            (categorical_mi_lower_bound(lg, c) for lg, c in zip(cat_logits, cat_codes, strict=True)), gen.new_zeros(())
+        )
         info_cont = gen.new_zeros(())
         if cont_codes is not None and cont_codes.shape[-1] > 0:
             info_cont = gaussian_mi_lower_bound(cont_mean, cont_logvar, cont_codes, self.cont_entropy)

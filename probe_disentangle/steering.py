@@ -1,0 +1,245 @@
+"""Steering evaluation on a world with a parser (the factor language).
+
+Align latents to factors by mutual information on held-out activations; then, for each factor
+and target value, steer the host, generate, parse, and report
+
+- ``success``: the generated sentence has the target value,
+- ``leakage``: another factor differs from the unsteered generation with the same sampling seed,
+- ``parse_rate``: the generated sentences parse at all.
+
+Baselines in the same report use the same generation, seeds and strength: difference-of-means
+steering vectors per factor value, PCA directions, and any other probe (e.g. a plain VAE head).
+Every method is a *steerer*: ``steerer(factor, value) -> context manager`` under which the host
+generates steered text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .adapters import Adapter
+
+Steerer = Callable[[int, int], contextlib.AbstractContextManager]
+
+
+# ------------------------------------------------------------------ generation
+
+
+@torch.no_grad()
+def sample_tokens(
+    model,
+    n: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_length: int,
+    seed: int,
+    temperature: float = 1.0,
+    batch: int = 256,
+) -> np.ndarray:
+    """``n`` sequences from <bos>, sampled token by token with a seeded generator (same seed →
+    same uniform draws, so steered and unsteered runs are comparable)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    device = next(model.parameters()).device
+    for s in range(0, n, batch):
+        b = min(batch, n - s)
+        seq = torch.full((b, 1), bos_id, dtype=torch.long, device=device)
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        for _ in range(max_length - 1):
+            logits = model(seq)[:, -1].float() / temperature
+            u = torch.rand(b, generator=g).to(device)
+            # inverse-CDF sampling: one uniform per token keeps runs aligned across steering
+            cdf = torch.softmax(logits, -1).cumsum(-1)
+            nxt = torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp(max=cdf.shape[1] - 1)
+            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            seq = torch.cat([seq, nxt[:, None]], 1)
+            done |= nxt == eos_id
+            if bool(done.all()):
+                break
+        out.append(torch.nn.functional.pad(seq, (0, max_length - seq.shape[1]), value=pad_id).cpu())
+    return torch.cat(out).numpy()
+
+
+def generate_world(model, world, n: int, seed: int) -> np.ndarray:
+    tok = world.tokenizer
+    return sample_tokens(model, n, tok.bos_id, tok.eos_id, tok.pad_id, world.max_length, seed)
+
+
+def parse_all(world, seqs: np.ndarray) -> list[dict[str, int] | None]:
+    return [world.parse(s) for s in seqs]
+
+
+# ------------------------------------------------------------------ activations with labels
+
+
+@torch.no_grad()
+def final_position_activations(
+    adapter: Adapter, hook: str, tokens: np.ndarray, eos_id: int, pad_id: int, batch: int = 512
+) -> Tensor:
+    """The activation at the last token before <eos> of each sequence: every factor is expressed there."""
+    outs = []
+    for s in range(0, len(tokens), batch):
+        t = torch.as_tensor(tokens[s : s + batch])
+        store: list[Tensor] = []
+        with adapter.hook(hook, store.append):
+            adapter.forward(t, stop_after=hook)
+        act = store[0]  # (b, T, d)
+        is_end = (t == eos_id) | (t == pad_id)
+        last = torch.where(is_end.any(1), is_end.float().argmax(1) - 1, torch.full((t.shape[0],), t.shape[1] - 1))
+        outs.append(act[torch.arange(t.shape[0]), last.to(act.device)].cpu().float())
+    return torch.cat(outs)
+
+
+# ------------------------------------------------------------------ alignment
+
+
+def mutual_information_matrix(codes: np.ndarray, factors: np.ndarray, bins: int = 20) -> np.ndarray:
+    """MI (nats) between each code (histogram-discretised, as MIG) and each discrete factor: ``[k, F]``."""
+    from sklearn.metrics import mutual_info_score
+
+    k, F = codes.shape[1], factors.shape[1]
+    mi = np.zeros((k, F))
+    for i in range(k):
+        edges = np.histogram(codes[:, i], bins)[1][:-1]
+        disc = np.digitize(codes[:, i], edges)
+        for j in range(F):
+            mi[i, j] = mutual_info_score(factors[:, j], disc)
+    return mi
+
+
+def align(codes: np.ndarray, factors: np.ndarray) -> list[int]:
+    """For each factor the code with the highest mutual information."""
+    return mutual_information_matrix(codes, factors).argmax(0).tolist()
+
+
+# ------------------------------------------------------------------ steerers
+
+
+@dataclass
+class CodeSteerer:
+    """Steer by setting one code to the mean it takes for the target value (scaled by ``strength``
+    around its overall mean), through an edit function on raw activation vectors.
+
+    ``encode``: vectors → codes; ``edit(vectors, index, value)`` returns edited vectors.
+    Built by :func:`probe_steerer` and :func:`pca_steerer`.
+    """
+
+    adapter: Adapter
+    hook: str
+    edit: Callable[[Tensor, int, float], Tensor]
+    targets: dict[tuple[int, int], tuple[int, float]]  # (factor, value) -> (code index, target code)
+
+    def __call__(self, factor: int, value: int) -> contextlib.AbstractContextManager:
+        idx, target = self.targets[(factor, value)]
+        return self.adapter.edit(self.hook, lambda a: self.edit(a, idx, target))
+
+
+def class_targets(
+    codes: np.ndarray, factors: np.ndarray, alignment: Sequence[int], sizes: Sequence[int], strength: float
+) -> dict[tuple[int, int], tuple[int, float]]:
+    out = {}
+    for f, i in enumerate(alignment):
+        overall = codes[:, i].mean()
+        for v in range(sizes[f]):
+            m = codes[factors[:, f] == v, i].mean() if (factors[:, f] == v).any() else overall
+            out[(f, v)] = (i, float(overall + strength * (m - overall)))
+    return out
+
+
+def probe_steerer(
+    probe, acts: Tensor, factors: np.ndarray, sizes: Sequence[int], strength: float = 2.0
+) -> tuple[CodeSteerer, list[int]]:
+    """A probe's latents, aligned to factors by MI on ``acts`` (final-position activations)."""
+    codes = probe.encode(acts).cpu().numpy()
+    alignment = align(codes, factors)
+    targets = class_targets(codes, factors, alignment, sizes, strength)
+    return CodeSteerer(probe.adapter, probe.hook, lambda a, i, t: probe.edit_vectors(a, {i: t}), targets), alignment
+
+
+def principal_directions(acts: Tensor, k: int) -> Tensor:
+    """Top-``k`` principal directions ``[k, d]`` (exact, deterministic: eigenvectors of the covariance)."""
+    x = acts.double() - acts.double().mean(0)
+    evals, evecs = torch.linalg.eigh(x.T @ x / max(1, x.shape[0] - 1))
+    return evecs[:, evals.argsort(descending=True)[:k]].T.to(acts.dtype).contiguous()
+
+
+def pca_steerer(
+    adapter: Adapter, hook: str, acts: Tensor, factors: np.ndarray, sizes: Sequence[int], k: int, strength: float = 2.0
+) -> tuple[CodeSteerer, list[int]]:
+    """The top-``k`` principal directions as codes; an edit moves the projection onto one of them."""
+    pcs = principal_directions(acts, k)  # (k, d) orthonormal rows
+    mean = acts.mean(0)
+    codes = ((acts - mean) @ pcs.T).numpy()
+    alignment = align(codes, factors)
+    targets = class_targets(codes, factors, alignment, sizes, strength)
+
+    def edit(a: Tensor, i: int, t: float) -> Tensor:
+        p = pcs[i].to(a)
+        cur = (a - mean.to(a)) @ p
+        return a + (t - cur)[:, None] * p
+
+    return CodeSteerer(adapter, hook, edit, targets), alignment
+
+
+def diff_means_steerer(
+    adapter: Adapter, hook: str, acts: Tensor, factors: np.ndarray, sizes: Sequence[int], strength: float = 2.0
+) -> Steerer:
+    """Add ``strength`` × (mean activation of the target value − mean of all) at every position."""
+    mean = acts.mean(0)
+    vecs = {}
+    for f, size in enumerate(sizes):
+        for v in range(size):
+            sel = torch.as_tensor(factors[:, f] == v)
+            vecs[(f, v)] = (acts[sel].mean(0) - mean) if sel.any() else torch.zeros_like(mean)
+
+    def steer(factor: int, value: int):
+        vec = strength * vecs[(factor, value)]
+        return adapter.edit(hook, lambda a: a + vec.to(a))
+
+    return steer
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def evaluate_steering(
+    model, world, steerer: Steerer, factors: Sequence[int], n: int = 100, seed: int = 1234
+) -> dict[str, Any]:
+    """Success, leakage and parse rate per factor (averaged over the factor's values)."""
+    names = world.factor_names
+    base = parse_all(world, generate_world(model, world, n, seed))
+    out: dict[str, Any] = {}
+    for f in factors:
+        per_value = {}
+        for v in range(world.factor_sizes[f]):
+            with steerer(f, v):
+                steered = parse_all(world, generate_world(model, world, n, seed))
+            parsed = [p for p in steered if p is not None]
+            success = np.mean([p[names[f]] == v for p in parsed]) if parsed else 0.0
+            pairs = [(p, b) for p, b in zip(steered, base, strict=True) if p is not None and b is not None]
+            leak = (
+                np.mean([any(p[nm] != b[nm] for j, nm in enumerate(names) if j != f) for p, b in pairs])
+                if pairs
+                else 1.0
+            )
+            per_value[world.value_names[names[f]][v] if hasattr(world, "value_names") else str(v)] = {
+                "success": float(success),
+                "leakage": float(leak),
+                "parse_rate": len(parsed) / n,
+            }
+        vals = list(per_value.values())
+        out[names[f]] = {
+            "success": float(np.mean([x["success"] for x in vals])),
+            "leakage": float(np.mean([x["leakage"] for x in vals])),
+            "parse_rate": float(np.mean([x["parse_rate"] for x in vals])),
+            "per_value": per_value,
+        }
+    return out

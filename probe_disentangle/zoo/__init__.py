@@ -1,0 +1,82 @@
+"""Small host models trained by this project on worlds with known factors, shipped with the
+package (config JSON + safetensors, a few MB each) so tests and the demo run offline.
+
+``factor_lm``: a TransformerLens-native transformer trained on the factor language by
+``examples/train_factor_lm.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..constants import CONFIG_FILE, WEIGHTS_FILE
+
+ZOO_DIR = Path(__file__).resolve().parent
+FACTOR_LM_DIR = ZOO_DIR / "factor_lm"
+
+
+def bridge_config(fields: dict[str, Any]):
+    """A ``TransformerBridgeConfig`` from plain JSON fields (lazy TransformerLens import)."""
+    try:
+        from transformer_lens import TransformerBridgeConfig
+    except ImportError as err:
+        raise ImportError(
+            "the shipped factor LM needs TransformerLens: pip install 'probe-disentangle[transformers]'"
+        ) from err
+    return TransformerBridgeConfig(**fields)
+
+
+def save_native_lm(
+    model: torch.nn.Module, directory: str | Path, model_fields: dict[str, Any], extra: dict[str, Any]
+) -> Path:
+    """Write a native TransformerBridge as config.json (its config fields + ``extra``) and safetensors."""
+    from .. import io
+
+    directory = Path(directory)
+    data = io.tensors_to_bytes(model.state_dict())
+    io.atomic_write_bytes(directory / WEIGHTS_FILE, data)
+    import hashlib
+
+    meta = {
+        "model": model_fields,
+        **extra,
+        "files": {WEIGHTS_FILE: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
+    }
+    io.atomic_write_json(directory / CONFIG_FILE, meta)
+    return directory
+
+
+def load_native_lm(directory: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a native TransformerBridge saved by :func:`save_native_lm`: (model in eval mode, metadata)."""
+    from transformer_lens import TransformerBridge
+
+    from .. import io
+
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; train the model with examples/train_factor_lm.py or reinstall the package"
+        )
+    meta = json.loads(path.read_text())
+    model = TransformerBridge.boot_native(bridge_config(meta["model"]), device=device)
+    tensors = io.load_tensors(directory / WEIGHTS_FILE, meta.get("files", {}).get(WEIGHTS_FILE))
+    io.load_state_into(model, tensors, str(directory / WEIGHTS_FILE))
+    return model.to(device).eval(), meta
+
+
+def load_factor_lm(device: str | torch.device = "cpu"):
+    """The shipped factor-language transformer and its world: ``(model, FactorLanguage())``."""
+    from ..worlds.factor_language import FactorLanguage
+
+    model, meta = load_native_lm(FACTOR_LM_DIR, device)
+    world = FactorLanguage()
+    if meta.get("vocab") != world.tokenizer.vocab:
+        raise ValueError(
+            "the shipped factor LM was trained on another vocabulary; retrain it with examples/train_factor_lm.py"
+        )
+    return model, world
