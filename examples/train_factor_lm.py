@@ -2,7 +2,9 @@
 
 Reproducible from the seed; minutes on CPU. Writes ``probe_disentangle/zoo/factor_lm/``
 (config.json + model.safetensors) and reports the parse rate of sampled sentences and how
-closely each factor's sampled distribution matches the world's (uniform) one.
+closely each factor's sampled distribution matches the world's (uniform) one. By default the
+sentences carry a plan prefix (see ``FactorLanguage(plan=True)``) so that the model holds every
+factor in its hidden state before expressing it.
 
     python examples/train_factor_lm.py [--steps 3000] [--out probe_disentangle/zoo/factor_lm]
 """
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from probe_disentangle.steering import generate_world
 from probe_disentangle.worlds.factor_language import FactorLanguage
 from probe_disentangle.zoo import FACTOR_LM_DIR, bridge_config, save_native_lm
 
@@ -36,34 +39,14 @@ def model_fields(vocab_size: int, n_ctx: int, seed: int) -> dict:
     )
 
 
-@torch.no_grad()
-def sample(model, world: FactorLanguage, n: int, seed: int, temperature: float = 1.0, batch: int = 250) -> np.ndarray:
-    """Sample ``n`` sentences from <bos> with the model's own next-token distribution."""
-    g = torch.Generator().manual_seed(seed)
-    tok = world.tokenizer
-    out = []
-    for s in range(0, n, batch):
-        b = min(batch, n - s)
-        seq = torch.full((b, 1), tok.bos_id, dtype=torch.long)
-        done = torch.zeros(b, dtype=torch.bool)
-        for _ in range(world.max_length - 1):
-            logits = model(seq)[:, -1] / temperature
-            nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=g).squeeze(1)
-            nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
-            seq = torch.cat([seq, nxt[:, None]], 1)
-            done |= nxt == tok.eos_id
-            if done.all():
-                break
-        out.append(seq)
-    width = max(x.shape[1] for x in out)
-    return np.concatenate([F.pad(x, (0, width - x.shape[1]), value=tok.pad_id).numpy() for x in out])
-
-
 def evaluate(model, world: FactorLanguage, n: int = 2000, seed: int = 1) -> dict:
-    seqs = sample(model, world, n, seed)
+    seqs = generate_world(model, world, n, seed)
     parsed = [world.parse(s) for s in seqs]
     ok = [p for p in parsed if p is not None]
     report = {"samples": n, "parse_rate": len(ok) / n, "factors": {}}
+    if world.plan:  # how often the sentence does what its plan says
+        plans = [world.parse_plan(s) for s in seqs]
+        report["follows_plan"] = float(np.mean([p is not None and q == p for p, q in zip(plans, parsed, strict=True)]))
     for name, size in zip(world.factor_names, world.factor_sizes, strict=True):
         counts = np.bincount([p[name] for p in ok], minlength=size)
         freq = counts / max(1, counts.sum())
@@ -83,12 +66,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-plan", dest="plan", action="store_false", help="train on sentences without the plan prefix")
     ap.add_argument("--out", default=str(FACTOR_LM_DIR))
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     from transformer_lens import TransformerBridge
 
-    world = FactorLanguage()
+    world = FactorLanguage(plan=args.plan)
     tokens = torch.from_numpy(world.render(world.all_factors()))  # (22500, T) every sentence once
     fields = model_fields(world.vocab_size, int(tokens.shape[1]), args.seed)
     model = TransformerBridge.boot_native(bridge_config(fields))

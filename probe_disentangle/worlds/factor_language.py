@@ -76,7 +76,14 @@ _FUTURE = "will"
 _NOT = "not"
 
 
-def _build_vocab() -> list[str]:
+PLAN_END = ":"
+
+
+def _plan_tag(value: str) -> str:
+    return "#" + value
+
+
+def _build_vocab(plan: bool = False) -> list[str]:
     words: list[str] = list(SPECIAL_TOKENS)
     words += list(_DETERMINERS)
     words += list(FACTOR_VALUES["size"]) + list(FACTOR_VALUES["colour"])
@@ -85,6 +92,8 @@ def _build_vocab() -> list[str]:
     words += [form for forms in _VERBS.values() for form in forms]
     words += sorted(set(_PLACES.values())) + ["the"] + list(_PLACES)
     words += list(_ADVERBS) + ["."]
+    if plan:
+        words += [_plan_tag(v) for values in FACTOR_VALUES.values() for v in values] + [PLAN_END]
     return words
 
 
@@ -179,14 +188,23 @@ class FactorLanguage(World):
     """The factor language as a world: render -> token ids ``[n, max_length]``, int64.
 
     Each row is ``<bos> words... <eos>`` right-padded with ``<pad>`` to ``max_length`` (14).
+
+    ``plan=True`` puts a plan before each sentence, one tag per factor value and a colon
+    (``#cat #red #small #singular #run #present #affirmative #park : a small red cat runs ...``),
+    as control codes do: a model that writes the sentence must carry every factor from the plan
+    through the whole sentence, so its hidden state holds the factors *before* they are
+    expressed, which is what makes them steerable. ``parse`` reads the sentence after the colon
+    (the plan is ignored); ``parse_plan`` reads the plan. ``max_length`` is then 23.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, plan: bool = False) -> None:
+        self.plan = plan
         self.factor_names = tuple(FACTOR_VALUES)
         self.factor_sizes = tuple(len(v) for v in FACTOR_VALUES.values())
         self.value_names: dict[str, tuple[str, ...]] = dict(FACTOR_VALUES)
-        self.tokenizer = Tokenizer(_build_vocab())
-        self.max_length = 2 + 12  # <bos> + the longest sentence (12 words) + <eos>
+        self.tokenizer = Tokenizer(_build_vocab(plan))
+        # <bos> + (plan: 8 tags and ':') + the longest sentence (12 words) + <eos>
+        self.max_length = 2 + 12 + (len(FACTOR_VALUES) + 1 if plan else 0)
         self._tables = _ParseTables()
         self._token_table: np.ndarray | None = None  # all sentences' ids, built on first render
 
@@ -237,18 +255,25 @@ class FactorLanguage(World):
             ".",
         ]
 
+    def _plan_words(self, row: np.ndarray) -> list[str]:
+        if not self.plan:
+            return []
+        tags = [_plan_tag(values[int(v)]) for values, v in zip(FACTOR_VALUES.values(), row, strict=True)]
+        return [*tags, PLAN_END]
+
     def sentence(self, factors: Sequence[int] | np.ndarray) -> str:
-        """The sentence for one factor row ``[F]``, as a space-separated string."""
-        return " ".join(self.words(factors))
+        """The sentence (with its plan when ``plan=True``) for one factor row ``[F]``."""
+        row = self.check_factors(factors)[0]
+        return " ".join(self._plan_words(row) + self.words(factors))
 
     def sentences(self, factors: np.ndarray) -> list[str]:
         """Sentences for factor rows ``[n, F]``."""
-        return [" ".join(self._words(row)) for row in self.check_factors(factors)]
+        return [" ".join(self._plan_words(row) + self._words(row)) for row in self.check_factors(factors)]
 
     def _render(self, factors: np.ndarray) -> np.ndarray:
         if self._token_table is None:  # 22,500 x 14 int64 = 2.5 MB; a lookup beats re-encoding
             every = self.all_factors()
-            texts = (" ".join(self._words(row)) for row in every)
+            texts = (" ".join(self._plan_words(row) + self._words(row)) for row in every)
             self._token_table = self.tokenizer.encode_batch(texts, self.max_length)
         return self._token_table[self.factors_to_index(factors)]
 
@@ -275,11 +300,34 @@ class FactorLanguage(World):
         ``ParseError`` saying what was wrong.
         """
         try:
-            return self._parse(self._to_words(text))
+            words = self._to_words(text)
+            if self.plan:
+                if PLAN_END not in words:
+                    raise ParseError(f"no {PLAN_END!r} ends the plan")
+                words = words[words.index(PLAN_END) + 1 :]
+            return self._parse(words)
         except ParseError:
             if strict:
                 raise
             return None
+
+    def parse_plan(self, text: str | Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, int] | None:
+        """The factors the plan asks for (``plan=True``), or None if the plan is malformed."""
+        if not self.plan:
+            raise ValueError("this FactorLanguage has no plan; build it with FactorLanguage(plan=True)")
+        try:
+            words = self._to_words(text)
+        except ParseError:
+            return None
+        if PLAN_END not in words or words.index(PLAN_END) != len(FACTOR_VALUES):
+            return None
+        out = {}
+        for (name, values), tag in zip(FACTOR_VALUES.items(), words[: len(FACTOR_VALUES)], strict=True):
+            names = [_plan_tag(v) for v in values]
+            if tag not in names:
+                return None
+            out[name] = names.index(tag)
+        return out
 
     def parse_batch(self, texts: Iterable[str | Sequence[int] | np.ndarray]) -> list[dict[str, int] | None]:
         """``parse`` over many sentences (or rows of a token-id array)."""

@@ -74,7 +74,7 @@ def load_factor_lm(device: str | torch.device = "cpu"):
     from ..worlds.factor_language import FactorLanguage
 
     model, meta = load_native_lm(FACTOR_LM_DIR, device)
-    world = FactorLanguage()
+    world = FactorLanguage(plan=bool(meta.get("plan", False)))
     if meta.get("vocab") != world.tokenizer.vocab:
         raise ValueError(
             "the shipped factor LM was trained on another vocabulary; retrain it with examples/train_factor_lm.py"
