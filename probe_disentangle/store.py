@@ -190,6 +190,7 @@ class ActivationStore:
         """One pass over the data as shuffled batches (the last partial batch is dropped)."""
         buf = torch.empty(0, device=self.device, dtype=self.dtype)
         d = None
+        seen_before = self.vectors_seen
         for chunk in self.chunks():
             chunk = chunk.to(self.device, self.dtype, non_blocking=True)
             self.stats.update(chunk)
@@ -203,6 +204,11 @@ class ActivationStore:
                 half = max(self.batch_size, (buf.shape[0] // 2) // self.batch_size * self.batch_size)
                 serve, buf = buf[:half], buf[half:]  # serve half, keep half to mix with fresh vectors
                 yield from self._batches(serve)
+        if self.vectors_seen - seen_before < self.batch_size:
+            raise ValueError(
+                f"the data gave {self.vectors_seen - seen_before} activation vectors, fewer than one batch of "
+                f"{self.batch_size}: pass more data or a smaller batch_size"
+            )
         if buf.shape[0]:
             yield from self._batches(buf[self._perm(buf.shape[0])])
 

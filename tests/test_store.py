@@ -82,3 +82,9 @@ def test_normaliser_applied_to_batches_and_bad_buffer():
     assert norm.mean.shape == (4,)
     with pytest.raises(ValueError, match="two batches"):
         ActivationStore(attach(Ident()), "layer", _data(), batch_size=64, buffer_size=100)
+
+
+def test_too_little_data_is_a_clear_error():
+    store = ActivationStore(attach(Ident()), "layer", _data(1, rows=10), batch_size=20, buffer_size=40, device="cpu")
+    with pytest.raises(ValueError, match="fewer than one batch of 20"):
+        list(store)

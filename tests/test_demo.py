@@ -1,0 +1,26 @@
+"""The demo end to end with tiny settings: report keys, files, a loadable probe."""
+
+import json
+
+import pytest
+
+from probe_disentangle.demo import DemoConfig, run_demo
+
+pytest.importorskip("transformer_lens")
+
+
+def test_demo_writes_a_complete_report(tmp_path):
+    cfg = DemoConfig(out=str(tmp_path / "demo"), steps=15, n_train=512, n_eval=400, n_steer=4, progress=False)
+    lines = []
+    report = run_demo(cfg, log=lines.append)
+    on_disk = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert on_disk["steering"].keys() == report["steering"].keys()
+    for key in ("metrics", "steering", "baselines", "linear_probe_accuracy", "mig_per_factor", "traversals"):
+        assert key in on_disk
+    for factor, r in on_disk["steering"].items():
+        assert {"success", "leakage", "parse_rate", "latent"} <= set(r), factor
+        assert 0.0 <= r["success"] <= 1.0
+    assert set(on_disk["baselines"]) == {"vae_beta1", "pca", "diff_means"}
+    assert (tmp_path / "demo" / "report.md").read_text().startswith("# probe_disentangle demo report")
+    assert (tmp_path / "demo" / "probe" / "probe.json").is_file()
+    assert any("steering" in line for line in lines)
