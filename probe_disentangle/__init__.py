@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from . import losses, registry  # noqa: E402
 from .adapters import attach  # noqa: E402
 from .heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig  # noqa: E402
+from .image_models import ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig  # noqa: E402
 from .io import load, save  # noqa: E402
 from .probe import Probe, load_directions  # noqa: E402
 from .store import ActivationStore, Normalizer  # noqa: E402
@@ -23,6 +24,10 @@ __all__ = [
     "VAEHeadConfig",
     "InfoGANHead",
     "InfoGANHeadConfig",
+    "ConvVAE",
+    "ConvVAEConfig",
+    "InfoGAN",
+    "InfoGANConfig",
     "save",
     "load",
     "Trainer",

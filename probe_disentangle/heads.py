@@ -12,7 +12,6 @@ never imports the trainer: the trainer passes in an ``optimize(name, loss)`` cal
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -20,10 +19,8 @@ from torch import Tensor, nn
 
 from . import losses
 from .registry import register
-
-Optimize = Callable[[str, losses.LossResult], None]
-"""``optimize(name, result)``: zero the named optimiser's grads, backpropagate ``result.total``
-(the trainer checks every term is finite first, naming the bad one), clip and step."""
+from .vae_family import Optimize, VAEFamilyMixin
+from .vae_family import first as _first
 
 
 def mlp(d_in: int, d_out: int, hidden: int, depth: int, act: str = "silu") -> nn.Sequential:
@@ -38,10 +35,6 @@ def mlp(d_in: int, d_out: int, hidden: int, depth: int, act: str = "silu") -> nn
         d = hidden
     layers.append(nn.Linear(d, d_out))
     return nn.Sequential(*layers)
-
-
-def _first(batch) -> Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def _check_width(x: Tensor, d_in: int, what: str) -> None:
@@ -78,7 +71,7 @@ class VAEHeadConfig:
 
 
 @register("vae_head", VAEHeadConfig)
-class VAEHead(nn.Module):
+class VAEHead(VAEFamilyMixin, nn.Module):
     """MLP VAE head: encode activations to a Gaussian posterior over ``latent_dim`` latents."""
 
     def __init__(self, config: VAEHeadConfig) -> None:
@@ -102,34 +95,9 @@ class VAEHead(nn.Module):
         """Reconstructed activation ``[B, d_in]`` (logits for a Bernoulli objective)."""
         return self.decoder(z)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(reconstruction, mu, logvar, z) with z a reparameterised sample."""
-        mu, logvar = self.encode(x)
-        z = losses.reparameterize(mu, logvar) if self.training else mu
-        return self.decode(z), mu, logvar, z
-
-    def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
-        recon, mu, logvar, z = self(x)
-        return self.objective(x, recon, mu, logvar, z, step=step)
-
-    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
-        vae_params = [p for n, p in self.named_parameters() if not n.startswith("objective.")]
-        opts = {"vae": torch.optim.Adam(vae_params, lr=lr)}
-        if isinstance(self.objective, losses.FactorVAELoss):
-            # Kim & Mnih 2018: Adam with β = (0.5, 0.9) for the discriminator
-            opts["disc"] = torch.optim.Adam(self.objective.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
-        return opts
-
-    def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
-        x = _first(batch)
-        recon, mu, logvar, z = self(x)
-        result = self.objective(x, recon, mu, logvar, z, step=step)
-        optimize("vae", result)
-        if isinstance(self.objective, losses.FactorVAELoss):
-            disc = self.objective.discriminator_loss(z)
-            optimize("disc", disc)
-            result.terms.update(disc.terms)
-        return result
+    def _prepare(self, x: Tensor) -> Tensor:
+        _check_width(x, self.config.d_in, "VAEHead")
+        return x
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,23 @@ TINY = {
         "objective_args": {"disc_hidden": 8, "disc_depth": 1},
     },
     "infogan_head": {"d_in": 6, "noise_dim": 2, "categorical": [3], "continuous": 1, "hidden": 8},
+    "conv_vae": {
+        "image_size": 16,
+        "latent_dim": 2,
+        "channels": [2, 2],
+        "hidden": 4,
+        "objective": "factor_vae",
+        "objective_args": {"disc_hidden": 4, "disc_depth": 1},
+    },
+    "infogan": {
+        "image_size": 8,
+        "noise_dim": 2,
+        "categorical": [3],
+        "continuous": 1,
+        "width": 2,
+        "hidden": 4,
+        "q_hidden": 4,
+    },
 }
 
 

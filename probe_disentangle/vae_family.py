@@ -1,0 +1,64 @@
+"""The VAE-family training logic shared by activation heads and image models: forward,
+loss, optimisers and the training step (with FactorVAE's second optimiser)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import losses
+
+Optimize = Callable[[str, losses.LossResult], None]
+"""``optimize(name, result)``: zero the named optimiser's grads, backpropagate ``result.total``
+(the trainer checks every term is finite first, naming the bad one), clip and step."""
+
+
+def first(batch) -> Tensor:
+    """The input tensor of a batch that may be ``(x, labels, ...)``."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class VAEFamilyMixin:
+    """forward / loss / optimisers / training step for a VAE with any ``losses.OBJECTIVES`` objective.
+
+    The host class provides ``encode(x) -> (mu, logvar)``, ``decode(z)``, ``objective`` and
+    ``_prepare(x)`` (input checks and dtype). FactorVAE adds a second optimiser for its
+    discriminator (Kim & Mnih 2018, Algorithm 2). Shared by the MLP head (``heads.VAEHead``) and
+    the image models (``image_models.ConvVAE``).
+    """
+
+    objective: nn.Module
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(reconstruction, mu, logvar, z): z is a reparameterised sample in training, mu in eval."""
+        mu, logvar = self.encode(x)
+        z = losses.reparameterize(mu, logvar) if self.training else mu
+        return self.decode(z), mu, logvar, z
+
+    def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
+        """The objective's loss on one batch (no optimiser step)."""
+        x = self._prepare(x)
+        recon, mu, logvar, z = self(x)
+        return self.objective(x, recon, mu, logvar, z, step=step)
+
+    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """Adam for the VAE; FactorVAE's discriminator gets its own Adam with β = (0.5, 0.9) (Kim & Mnih 2018)."""
+        vae_params = [p for n, p in self.named_parameters() if not n.startswith("objective.")]
+        opts = {"vae": torch.optim.Adam(vae_params, lr=lr)}
+        if isinstance(self.objective, losses.FactorVAELoss):
+            opts["disc"] = torch.optim.Adam(self.objective.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+        return opts
+
+    def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
+        """One VAE update, then (FactorVAE) one discriminator update on the same batch's z."""
+        x = self._prepare(first(batch))
+        recon, mu, logvar, z = self(x)
+        result = self.objective(x, recon, mu, logvar, z, step=step)
+        optimize("vae", result)
+        if isinstance(self.objective, losses.FactorVAELoss):
+            disc = self.objective.discriminator_loss(z)
+            optimize("disc", disc)
+            result.terms.update(disc.terms)
+        return result
