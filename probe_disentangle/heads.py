@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .registry import register
-from .vae_family import Optimize, VAEFamilyMixin
+from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar
 from .vae_family import first as _first
 
 
@@ -89,7 +89,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         """Posterior mean and log-variance, each ``[B, latent_dim]``."""
         _check_width(x, self.config.d_in, "VAEHead.encode")
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        return mu, logvar
+        return mu, clamp_logvar(logvar)
 
     def decode(self, z: Tensor) -> Tensor:
         """Reconstructed activation ``[B, d_in]`` (logits for a Bernoulli objective)."""

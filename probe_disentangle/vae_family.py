@@ -10,6 +10,16 @@ from torch import Tensor, nn
 
 from . import losses
 
+LOGVAR_RANGE = (-15.0, 10.0)
+"""Posterior log-variances are clamped here: beyond it exp(−logvar) overflows float32 inside
+the pairwise densities of β-TCVAE (seen as a non-finite gradient after a few hundred steps on a
+transformer's activations), and no useful posterior lies outside it."""
+
+
+def clamp_logvar(logvar: Tensor) -> Tensor:
+    return logvar.clamp(*LOGVAR_RANGE)
+
+
 Optimize = Callable[[str, losses.LossResult], None]
 """``optimize(name, result)``: zero the named optimiser's grads, backpropagate ``result.total``
 (the trainer checks every term is finite first, naming the bad one), clip and step."""

@@ -107,3 +107,17 @@ def test_infogan_head_shapes_and_code_recovery():
 def test_loss_result_scalars():
     r = losses.LossResult(torch.tensor(2.0), {"a": torch.tensor(1.0)})
     assert r.scalars() == {"loss": 2.0, "a": 1.0}
+
+
+def test_posterior_logvar_is_clamped_to_a_finite_range():
+    from probe_disentangle.vae_family import LOGVAR_RANGE
+
+    head = VAEHead(VAEHeadConfig(d_in=4, latent_dim=2, hidden=8, depth=0))
+    with torch.no_grad():
+        head.encoder[-1].bias.copy_(torch.tensor([0.0, 0.0, -1e4, 1e4]))
+    _, logvar = head.encode(torch.zeros(3, 4))
+    assert logvar.min() == LOGVAR_RANGE[0] and logvar.max() == LOGVAR_RANGE[1]
+    x = torch.randn(64, 4)
+    r = head.loss(x)
+    r.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
