@@ -480,8 +480,10 @@ class CapacityLoss(_VAEObjective):
 class BetaTCVAELoss(_VAEObjective):
     """recon + α·MI + β·TC + γ·DWKL (Chen et al. 2018, eq. 4), MSS or MWS estimates.
 
-    ``dataset_size`` is N, the number of training examples (``None`` for an unbounded stream:
-    then the diagonal weight 1/N vanishes and MSS weights the other samples 1/M).
+    ``dataset_size`` is N, the number of training examples; it must be given and finite. (With
+    N = ∞ the MSS weights drop each sample's own posterior, and then shrinking the posterior
+    variances drives the TC estimate to −∞: seen on transformer activations as losses of 1e12.
+    :meth:`probe_disentangle.Probe.fit` fills it in from the training run when it is missing.)
     """
 
     def __init__(
@@ -497,11 +499,18 @@ class BetaTCVAELoss(_VAEObjective):
         if estimator not in ("mss", "mws"):
             raise ValueError(f"unknown estimator {estimator!r}; use 'mss' or 'mws'")
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
-        self.dataset_size = math.inf if dataset_size is None else float(dataset_size)
+        if dataset_size is not None and not (math.isfinite(dataset_size) and dataset_size >= 1):
+            raise ValueError(f"dataset_size must be a finite number of training examples, got {dataset_size}")
+        self.dataset_size = None if dataset_size is None else float(dataset_size)
         self.estimator = estimator
 
     def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
         rec, kl = self._recon_kl(x, recon, mu, logvar)
+        if self.dataset_size is None:
+            raise ValueError(
+                "β-TCVAE needs dataset_size, the number of training examples: pass objective_args="
+                "{'dataset_size': N} (Probe.fit fills it in from the run)"
+            )
         parts = tc_decomposition(z, mu, logvar, max(self.dataset_size, z.shape[0]), self.estimator)
         total = rec + self.alpha * parts["mi"] + self.beta * parts["tc"] + self.gamma * parts["dwkl"]
         return LossResult(total, {"recon": rec, "kl": kl, **parts})

@@ -103,8 +103,12 @@ class Probe:
         store.normalizer = self.normalizer
         if self.head is None:
             d = self.normalizer.mean.numel() if self.normalizer is not None else next(iter(store.chunks())).shape[1]
-            _, cfg_cls = registry.get(self.architecture)
-            self.head = registry.get(self.architecture)[0](cfg_cls(d_in=d, **self.head_config))
+            cls, cfg_cls = registry.get(self.architecture)
+            cfg = dict(self.head_config)
+            if cfg.get("objective", "beta_tcvae") == "beta_tcvae":
+                # MSS needs N: a stream has no fixed size, so use the number of samples the run draws
+                cfg["objective_args"] = {"dataset_size": train.steps * train.batch_size, **cfg.get("objective_args", {})}
+            self.head = cls(cfg_cls(d_in=d, **cfg))
         result = Trainer(self.head, train).fit(store)
         self.reference_codes = self._codes(store.collect(max_vectors=4096))
         return result

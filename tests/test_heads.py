@@ -112,7 +112,7 @@ def test_loss_result_scalars():
 def test_posterior_logvar_is_clamped_to_a_finite_range():
     from probe_disentangle.vae_family import LOGVAR_RANGE
 
-    head = VAEHead(VAEHeadConfig(d_in=4, latent_dim=2, hidden=8, depth=0))
+    head = VAEHead(VAEHeadConfig(d_in=4, latent_dim=2, hidden=8, depth=0, objective_args={"dataset_size": 100}))
     with torch.no_grad():
         head.encoder[-1].bias.copy_(torch.tensor([0.0, 0.0, -1e4, 1e4]))
     _, logvar = head.encode(torch.zeros(3, 4))

@@ -305,3 +305,11 @@ def test_build_objective_errors_name_the_fix():
         L.build_objective("nope")
     with pytest.raises(ValueError, match="bad arguments"):
         L.build_objective("beta_vae", bogus=1)
+
+
+def test_beta_tcvae_needs_a_finite_dataset_size():
+    x, recon, mu, lv, z = _batch()
+    with pytest.raises(ValueError, match="needs dataset_size"):
+        L.BetaTCVAELoss()(x, recon, mu, lv, z)
+    with pytest.raises(ValueError, match="finite"):
+        L.BetaTCVAELoss(dataset_size=math.inf)
