@@ -102,6 +102,7 @@ def main() -> None:
     extra = {
         "vocab": world.tokenizer.vocab,
         "world": "factor_language",
+        "plan": world.plan,
         "train": {**vars(args), "final_loss": loss.item(), "seconds": round(time.time() - t0, 1)},
         "eval": report,
     }
