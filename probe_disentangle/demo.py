@@ -126,7 +126,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         "linear_probe_accuracy": linear,
         "linearly_decodable_factors": decodable,
     }
-    log("\nmetrics of the β-TCVAE head against the true factors (final position):")
+    where = "the plan's colon" if getattr(world, "plan", False) else "the last word"
+    report["position"] = where
+    log(f"\nmetrics of the β-TCVAE head against the true factors (activations at {where}):")
     for k, v in report["metrics"].items():
         if isinstance(v, float):
             log(f"  {k:<40} {v:.3f}")
@@ -206,7 +208,7 @@ def _markdown(report: dict[str, Any], names) -> str:
         "",
         f"Hook `{report['config']['hook']}`, {report['seconds']} s.",
         "",
-        "## Metrics (β-TCVAE head, final position)",
+        f"## Metrics (β-TCVAE head, activations at {report['position']})",
         "",
     ]
     lines += ["| metric | value |", "|---|---|"] + [

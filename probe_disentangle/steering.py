@@ -81,6 +81,26 @@ def parse_all(world, seqs: np.ndarray) -> list[dict[str, int] | None]:
 
 
 @torch.no_grad()
+def position_activations(adapter: Adapter, hook: str, tokens: np.ndarray, position: int, batch: int = 512) -> Tensor:
+    """The activation at one fixed token position of each sequence (e.g. the end of a plan)."""
+    outs = []
+    for s in range(0, len(tokens), batch):
+        t = torch.as_tensor(tokens[s : s + batch])
+        store: list[Tensor] = []
+        with adapter.hook(hook, store.append):
+            adapter.forward(t, stop_after=hook)
+        outs.append(store[0][:, position].cpu().float())
+    return torch.cat(outs)
+
+
+def factor_position_activations(adapter: Adapter, hook: str, world, tokens: np.ndarray) -> Tensor:
+    """Where every factor is known: the plan's colon for a planned language, else the last word."""
+    if getattr(world, "plan", False):
+        return position_activations(adapter, hook, tokens, world.num_factors + 1)
+    return final_position_activations(adapter, hook, tokens, world.tokenizer.eos_id, world.tokenizer.pad_id)
+
+
+@torch.no_grad()
 def final_position_activations(
     adapter: Adapter, hook: str, tokens: np.ndarray, eos_id: int, pad_id: int, batch: int = 512
 ) -> Tensor:

@@ -99,3 +99,13 @@ def test_evaluate_steering_reports_chance_for_no_steering(lm):
     assert r["leakage"] == 0.0  # nothing changed: the same seed gives the same sentences
     assert r["parse_rate"] >= 0.95
     assert 0.3 < r["success"] < 0.7  # a 2-valued factor left alone hits each target about half the time
+
+
+def test_factor_position_is_the_plan_colon(lm):
+    model, world = lm
+    toks = world.render(world.sample_factors(4, np.random.default_rng(1)))
+    acts = S.factor_position_activations(attach(model), "blocks.1.hook_resid_post", world, toks)
+    _, cache = model.run_with_cache(torch.as_tensor(toks))
+    if world.plan:
+        assert (toks[:, world.num_factors + 1] == world.tokenizer.token_id(":")).all()
+        torch.testing.assert_close(acts, cache["blocks.1.hook_resid_post"][:, world.num_factors + 1])
