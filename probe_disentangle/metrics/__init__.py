@@ -1,0 +1,38 @@
+"""Disentanglement metrics: codes against true factors (supervised) and codes alone (unsupervised).
+
+Pure functions of arrays returning dicts, with disentanglement_lib's definitions, defaults and
+result keys (Locatello et al. 2019). ``evaluate`` runs the array-based suite in one call;
+``format_table`` prints its results.
+"""
+
+from .report import METRICS, evaluate, format_table
+from .supervised import (
+    WorldLike,
+    beta_vae_score,
+    dci,
+    dci_scores_from_importance,
+    factor_vae_score,
+    irs,
+    mig,
+    modularity_explicitness,
+    sap,
+)
+from .unsupervised import gaussian_total_correlation, gaussian_wasserstein_correlation, unsupervised
+
+__all__ = [
+    "METRICS",
+    "WorldLike",
+    "beta_vae_score",
+    "dci",
+    "dci_scores_from_importance",
+    "evaluate",
+    "factor_vae_score",
+    "format_table",
+    "gaussian_total_correlation",
+    "gaussian_wasserstein_correlation",
+    "irs",
+    "mig",
+    "modularity_explicitness",
+    "sap",
+    "unsupervised",
+]
