@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 N_DATA = 1_000_000  # dataset size for the MSS weights
 
@@ -69,7 +70,7 @@ def child(backend: str, B: int, K: int, device: str, repeats: int) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     out = Path(os.environ["TC_BENCH_OUT"])
-    torch.save({"tc": tc.cpu(), "gmu": gmu.cpu(), "glv": glv.cpu()}, out)  # values for the parent to compare
+    save_file({"tc": tc.cpu().reshape(1), "gmu": gmu.cpu(), "glv": glv.cpu()}, str(out))  # values for the parent
     return {"ms": 1000 * min(times), "peak_bytes": max(0, int(peak))}
 
 
@@ -120,7 +121,7 @@ def main() -> None:
             if backend == "dense" and _dense_bytes(B, K) > limit:
                 results[backend] = {"skipped": f"needs ≈{_dense_bytes(B, K) / 2**30:.0f} GiB"}
                 continue
-            out = tmp / f".tc_{backend}_{B}_{K}.pt"
+            out = tmp / f".tc_{backend}_{B}_{K}.safetensors"
             env = {**os.environ, "TC_BENCH_OUT": str(out)}
             cmd = [
                 sys.executable,
@@ -139,7 +140,7 @@ def main() -> None:
                 results[backend] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            r["values"] = torch.load(out, weights_only=True)
+            r["values"] = load_file(str(out))
             out.unlink()
             results[backend] = r
         ref = results.get("dense", {}).get("values")
