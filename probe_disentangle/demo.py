@@ -146,10 +146,14 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         probes["beta_tcvae"].adapter, cfg.hook, acts, f_eval, world.factor_sizes, cfg.latent_dim, cfg.strength
     )
     methods["pca"] = (st, al)
+    adapter = probes["beta_tcvae"].adapter
     methods["diff_means"] = (
-        steering.diff_means_steerer(
-            probes["beta_tcvae"].adapter, cfg.hook, acts, f_eval, world.factor_sizes, cfg.strength
-        ),
+        steering.diff_means_steerer(adapter, cfg.hook, acts, f_eval, world.factor_sizes, cfg.strength),
+        None,
+    )
+    seq_acts = steering.sequence_activations(adapter, cfg.hook, world.render(f_eval))
+    methods["positional_diff_means"] = (
+        steering.positional_diff_means_steerer(adapter, cfg.hook, seq_acts, f_eval, world.factor_sizes, cfg.strength),
         None,
     )
     results = {}

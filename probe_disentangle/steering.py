@@ -227,6 +227,44 @@ def diff_means_steerer(
     return steer
 
 
+@torch.no_grad()
+def sequence_activations(adapter: Adapter, hook: str, tokens: np.ndarray, batch: int = 512) -> Tensor:
+    """Activations at every position: ``[N, T, d]`` (for position-aware baselines)."""
+    outs = []
+    for s in range(0, len(tokens), batch):
+        store: list[Tensor] = []
+        with adapter.hook(hook, store.append):
+            adapter.forward(torch.as_tensor(tokens[s : s + batch]), stop_after=hook)
+        outs.append(store[0].cpu().float())
+    return torch.cat(outs)
+
+
+def positional_diff_means_steerer(
+    adapter: Adapter, hook: str, seq_acts: Tensor, factors: np.ndarray, sizes: Sequence[int], strength: float = 2.0
+) -> Steerer:
+    """Difference of means *per position*: at position p add ``strength`` × (mean activation at p of
+    the target value − mean at p). For worlds with a fixed layout, where a factor is written in a
+    different direction at each position. Full-sequence forwards only (a KV-cached single-token
+    step does not know its position and is left unedited)."""
+    mean = seq_acts.mean(0)  # (T, d)
+    vecs = {}
+    for f, size in enumerate(sizes):
+        for v in range(size):
+            sel = torch.as_tensor(factors[:, f] == v)
+            vecs[(f, v)] = (seq_acts[sel].mean(0) - mean) if sel.any() else torch.zeros_like(mean)
+
+    def steer(factor: int, value: int):
+        vec = strength * vecs[(factor, value)]
+
+        def fn(act: Tensor) -> Tensor:
+            T = act.shape[1]
+            return act if T == 1 else act + vec[:T].to(act)
+
+        return adapter.hook(hook, fn)
+
+    return steer
+
+
 # ------------------------------------------------------------------ evaluation
 
 

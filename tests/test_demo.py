@@ -20,7 +20,7 @@ def test_demo_writes_a_complete_report(tmp_path):
     for factor, r in on_disk["steering"].items():
         assert {"success", "leakage", "parse_rate", "latent"} <= set(r), factor
         assert 0.0 <= r["success"] <= 1.0
-    assert set(on_disk["baselines"]) == {"vae_beta1", "pca", "diff_means"}
+    assert set(on_disk["baselines"]) == {"vae_beta1", "pca", "diff_means", "positional_diff_means"}
     assert (tmp_path / "demo" / "report.md").read_text().startswith("# probe_disentangle demo report")
     assert (tmp_path / "demo" / "probe" / "probe.json").is_file()
     assert any("steering" in line for line in lines)
