@@ -26,48 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe_disentangle import TrainConfig, Trainer, losses
+from probe_disentangle import TrainConfig, Trainer, losses, metrics
 from probe_disentangle.image_models import ConvVAE, ConvVAEConfig
 from probe_disentangle.worlds import Sprites
 
 COLUMNS = ("mig4", "mig5", "dci_disentanglement", "factor_vae_score", "recon", "images_per_s")
-
-
-def call_metric(name: str, *args, **kwargs) -> dict[str, float] | str:
-    """``probe_disentangle.metrics.<name>(*args)`` as {key: float}, or a message saying why it did not run."""
-    try:
-        from probe_disentangle import metrics
-    except ImportError as err:
-        return f"probe_disentangle.metrics is not importable ({err})"
-    fn = getattr(metrics, name, None)
-    if fn is None:
-        return f"probe_disentangle.metrics has no {name}()"
-    try:
-        out = fn(*args, **kwargs)
-    except TypeError as err:
-        return f"metrics.{name} takes other arguments ({err})"
-    if isinstance(out, dict):
-        return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
-    return {name: float(out)}
-
-
-def pick(res: dict[str, float] | str, *keys: str) -> float:
-    """The first entry of ``res`` whose key contains one of ``keys`` (NaN when the metric did not run)."""
-    if isinstance(res, str):
-        return math.nan
-    for key in keys:
-        for k, v in res.items():
-            if key in k:
-                return v
-    return next(iter(res.values()), math.nan)
-
-
-@torch.no_grad()
-def encode_means(model: ConvVAE, images: torch.Tensor, device: torch.device, batch: int = 512) -> np.ndarray:
-    model.eval()
-    return torch.cat(
-        [model.encode(images[i : i + batch].to(device))[0].cpu() for i in range(0, len(images), batch)]
-    ).numpy()
 
 
 @torch.no_grad()
@@ -94,31 +57,19 @@ def run_one(objective: str, objective_args: dict, seed: int, data: dict, args) -
     trainer.fit(train)
     secs = time.perf_counter() - t0
     device = trainer.device
-    codes = encode_means(model, ev, device)
-
-    def represent(x) -> np.ndarray:  # for metrics that sample the world themselves
-        return encode_means(model, torch.as_tensor(np.asarray(x)), device)
-
+    codes = model.encode_means(ev)
     four = [world.factor_index(n) for n in ("scale", "orientation", "pos_x", "pos_y")]
-    raw = {
-        "mig4": call_metric("mig", codes, factors[:, four]),
-        "mig5": call_metric("mig", codes, factors),
-        "dci": call_metric("dci", codes, factors),
-        "factor_vae_score": call_metric("factor_vae_score", world, represent, random_state=seed),
-    }
-    notes = sorted({v for v in raw.values() if isinstance(v, str)})
     return {
         "objective": objective,
         "objective_args": objective_args,
         "seed": seed,
-        "mig4": pick(raw["mig4"], "mig"),
-        "mig5": pick(raw["mig5"], "mig"),
-        "dci_disentanglement": pick(raw["dci"], "disentanglement"),
-        "factor_vae_score": pick(raw["factor_vae_score"], "score", "accuracy"),
+        "mig4": metrics.mig(codes, factors[:, four])["discrete_mig"],
+        "mig5": metrics.mig(codes, factors)["discrete_mig"],
+        "dci_disentanglement": metrics.dci(codes, factors, random_state=seed, fast=True)["disentanglement"],
+        "factor_vae_score": metrics.factor_vae_score(world, model.encode_means, random_state=seed)["eval_accuracy"],
         "recon": reconstruction_nll(model, ev, device),
         "images_per_s": args.steps * args.batch_size / secs,
         "train_seconds": secs,
-        "notes": notes,
     }
 
 
@@ -170,9 +121,7 @@ def main() -> None:
             r = run_one(objective, settings[objective], seed, data, args)
             runs.append(r)
             print(
-                f"{objective:<11} seed {seed}: "
-                + " ".join(f"{c}={r[c]:.4g}" for c in COLUMNS)
-                + (f"  [{'; '.join(r['notes'])}]" if r["notes"] else ""),
+                f"{objective:<11} seed {seed}: " + " ".join(f"{c}={r[c]:.4g}" for c in COLUMNS),
                 flush=True,
             )
 
@@ -195,7 +144,6 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "args": vars(args),
-        "metrics_unavailable": sorted({n for r in runs for n in r["notes"]}),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,44 +18,15 @@ checkpoints, ``--resume``), then:
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from probe_disentangle import TrainConfig, Trainer, save
+from probe_disentangle import TrainConfig, Trainer, metrics, save
 from probe_disentangle.image_models import ConvVAE, ConvVAEConfig
 from probe_disentangle.viz import traversal_grid
 from probe_disentangle.worlds import Sprites
-
-
-def call_metric(name: str, *args, **kwargs) -> dict[str, float] | str:
-    """``probe_disentangle.metrics.<name>(*args)`` as {key: float}, or a message saying why it did not run."""
-    try:
-        from probe_disentangle import metrics
-    except ImportError as err:
-        return f"probe_disentangle.metrics is not importable ({err})"
-    fn = getattr(metrics, name, None)
-    if fn is None:
-        return f"probe_disentangle.metrics has no {name}() yet"
-    try:
-        out = fn(*args, **kwargs)
-    except TypeError as err:
-        return f"metrics.{name} takes other arguments than this script passes ({err})"
-    if isinstance(out, dict):
-        return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
-    return {name: float(out)}
-
-
-@torch.no_grad()
-def encode_means(model: ConvVAE, images: torch.Tensor, device: torch.device, batch: int = 512) -> np.ndarray:
-    """Posterior means ``[N, K]`` of ``images`` in eval mode."""
-    model.eval()
-    return torch.cat(
-        [model.encode(images[i : i + batch].to(device))[0].cpu() for i in range(0, len(images), batch)]
-    ).numpy()
 
 
 def main() -> None:
@@ -110,7 +81,7 @@ def main() -> None:
 
     factors, ev = world.sample(args.num_eval, args.seed + 1)
     eval_images = torch.from_numpy(ev)
-    codes = encode_means(model, eval_images, trainer.device)
+    codes = model.encode_means(eval_images)
     with torch.no_grad():
         kl = model.kl_per_latent(eval_images[:1000].to(trainer.device)).cpu()
     print("mean KL per latent (nats): " + " ".join(f"z{k}={v:.2f}" for k, v in enumerate(kl.tolist())))
@@ -118,11 +89,7 @@ def main() -> None:
 
     four = [world.factor_index(n) for n in ("scale", "orientation", "pos_x", "pos_y")]
     for label, cols in (("scale/orientation/x/y", four), ("all 5 factors", list(range(world.num_factors)))):
-        res = call_metric("mig", codes, factors[:, cols])
-        if isinstance(res, str):
-            print(f"MIG ({label}): not computed — {res}")
-        else:
-            print(f"MIG ({label}): " + ", ".join(f"{k}={v:.3f}" for k, v in res.items() if math.isfinite(v)))
+        print(f"MIG ({label}): {metrics.mig(codes, factors[:, cols])['discrete_mig']:.3f}")
 
     path = out / "traversal.png"
     traversal_grid(model, eval_images[:256].to(trainer.device), order="kl", path=path)

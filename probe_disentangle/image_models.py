@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -154,6 +155,17 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
         """Posterior mean and log-variance, each ``[B, latent_dim]``."""
         mu, logvar = self.encoder(self._prepare(x)).chunk(2, dim=-1)
         return mu, clamp_logvar(logvar)
+
+    @torch.no_grad()
+    def encode_means(self, images, batch: int = 512) -> np.ndarray:
+        """Posterior means ``[N, K]`` (eval mode, in batches) of images as a tensor or array: the
+        codes the metrics score."""
+        self.eval()
+        images = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
+        device = next(self.parameters()).device
+        return torch.cat(
+            [self.encode(images[i : i + batch].to(device))[0].cpu() for i in range(0, len(images), batch)]
+        ).numpy()
 
     def decode(self, z: Tensor) -> Tensor:
         """Decoder output ``[B, C, S, S]``: Bernoulli logits, or Gaussian means."""

@@ -209,16 +209,22 @@ def pca_steerer(
     return CodeSteerer(adapter, hook, edit, targets), alignment
 
 
+def class_mean_differences(acts: Tensor, factors: np.ndarray, sizes: Sequence[int]) -> dict[tuple[int, int], Tensor]:
+    """(factor, value) → mean of ``acts`` [N, ...] over rows with that value − mean over all rows."""
+    mean = acts.mean(0)
+    out = {}
+    for f, size in enumerate(sizes):
+        for v in range(size):
+            sel = torch.as_tensor(factors[:, f] == v)
+            out[(f, v)] = (acts[sel].mean(0) - mean) if sel.any() else torch.zeros_like(mean)
+    return out
+
+
 def diff_means_steerer(
     adapter: Adapter, hook: str, acts: Tensor, factors: np.ndarray, sizes: Sequence[int], strength: float = 2.0
 ) -> Steerer:
     """Add ``strength`` × (mean activation of the target value − mean of all) at every position."""
-    mean = acts.mean(0)
-    vecs = {}
-    for f, size in enumerate(sizes):
-        for v in range(size):
-            sel = torch.as_tensor(factors[:, f] == v)
-            vecs[(f, v)] = (acts[sel].mean(0) - mean) if sel.any() else torch.zeros_like(mean)
+    vecs = class_mean_differences(acts, factors, sizes)
 
     def steer(factor: int, value: int):
         vec = strength * vecs[(factor, value)]
@@ -246,12 +252,7 @@ def positional_diff_means_steerer(
     the target value − mean at p). For worlds with a fixed layout, where a factor is written in a
     different direction at each position. Full-sequence forwards only (a KV-cached single-token
     step does not know its position and is left unedited)."""
-    mean = seq_acts.mean(0)  # (T, d)
-    vecs = {}
-    for f, size in enumerate(sizes):
-        for v in range(size):
-            sel = torch.as_tensor(factors[:, f] == v)
-            vecs[(f, v)] = (seq_acts[sel].mean(0) - mean) if sel.any() else torch.zeros_like(mean)
+    vecs = class_mean_differences(seq_acts, factors, sizes)  # each (T, d)
 
     def steer(factor: int, value: int):
         vec = strength * vecs[(factor, value)]
