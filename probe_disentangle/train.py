@@ -233,6 +233,8 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.last_checkpoint: str | None = None
+        self._batches: tuple[Any, _TensorBatches | _IterableBatches] | None = None
+        self._rng: tuple[Tensor, list[Tensor] | None] | None = None
 
     # -------------------------------------------------------------- the step's optimiser update
     def _optimize(self, name: str, result) -> None:
@@ -273,14 +275,22 @@ class Trainer:
         cfg = self.config
         if isinstance(data, Tensor):
             data = (data,)
-        if isinstance(data, tuple) and all(isinstance(t, Tensor) for t in data):
-            batches: _TensorBatches | _IterableBatches = _TensorBatches(data, cfg.batch_size, self.generator)
+        key = tuple(id(t) for t in data) if isinstance(data, tuple) else id(data)
+        if not resume and self.step > 0 and self._batches is not None and self._batches[0] == key:
+            batches = self._batches[1]  # a later call on the same data carries on where the last stopped
+            torch.set_rng_state(self._rng[0])
+            if self._rng[1] is not None:
+                torch.cuda.set_rng_state_all(self._rng[1])
         else:
-            batches = _IterableBatches(data)
-        if resume:
-            self._resume(resume, batches)
-        else:
-            torch.manual_seed(cfg.seed)
+            if isinstance(data, tuple) and all(isinstance(t, Tensor) for t in data):
+                batches: _TensorBatches | _IterableBatches = _TensorBatches(data, cfg.batch_size, self.generator)
+            else:
+                batches = _IterableBatches(data)
+            if resume:
+                self._resume(resume, batches)
+            elif self.step == 0:
+                torch.manual_seed(cfg.seed)
+        self._batches = (key, batches)
         writer = self._tensorboard()
         result = TrainResult(step=self.step, checkpoint=self.last_checkpoint)
         amp = cfg.amp and self.device.type == "cuda"
@@ -321,6 +331,7 @@ class Trainer:
             if cfg.checkpoint_dir and self.last_checkpoint != self._ckpt_path(self.step):
                 self.save_checkpoint(batches)
         finally:
+            self._rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
             if bar is not None:
                 bar.close()
             if writer is not None:

@@ -163,3 +163,22 @@ def test_progress_bar_and_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
     Trainer(_head(), _cfg(steps=3, tensorboard_dir=str(tmp_path / "tb"))).fit(_data())
     assert any((tmp_path / "tb").iterdir())
+
+
+def test_fit_in_chunks_equals_one_call():
+    """Time-limited jobs call fit(until=...) repeatedly: the result must not depend on the chunking
+    (no reseeding, no fresh permutation between calls)."""
+    x = _data()
+    torch.manual_seed(0)
+    straight = _head()
+    torch.manual_seed(0)
+    chunked = _head()
+    r_straight = Trainer(straight, _cfg()).fit(x)
+    t = Trainer(chunked, _cfg())
+    for stop in (7, 8, 20):
+        t.fit(x, until=stop)
+        torch.manual_seed(123)  # global RNG disturbed between chunks, as other work would
+        torch.randn(3)
+    r_chunked = t.fit(x)
+    assert r_chunked.step == r_straight.step == 30
+    assert _same(straight, chunked)
