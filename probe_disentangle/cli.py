@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__, io, registry
+from .constants import DIRECTIONS_FILE, PROBE_FILE
 
 
 def _architectures(args: argparse.Namespace) -> int:
@@ -45,21 +47,245 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _hooks(args: argparse.Namespace) -> int:
-    from .adapters import attach, load_transformer
+    from .adapters import attach
+    from .hosts import load_host
 
-    if args.model == "factor_lm":
-        from .zoo import load_factor_lm
-
-        model = load_factor_lm()[0]
-    else:
-        model = load_transformer(args.model, device="cpu")
-    adapter = attach(model)
+    adapter = attach(load_host(args.model).model)
     names = adapter.hook_names()
     if args.filter:
         names = [n for n in names if args.filter in n]
     for n in names:
         print(n)
     return 0
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    return name
+
+
+def _data(args: argparse.Namespace, host, n_default: int):
+    """Host batches from --tokens / --text, or sentences of the factor LM's world."""
+    from . import hosts
+
+    if args.tokens and args.text:
+        raise ValueError("pass either --tokens or --text, not both")
+    if args.tokens:
+        data = hosts.read_tokens(args.tokens)
+    elif args.text:
+        data = hosts.encode_lines(host, args.text, args.seq_len)
+    elif host.world is not None:
+        data = hosts.world_tokens(host, args.sequences or n_default, args.seed)
+    else:
+        raise ValueError(
+            "no data: pass --tokens FILE.safetensors (an int tensor 'tokens' [N, T]) or --text FILE (one document per line)"
+        )
+    return hosts.batches(data, args.host_batch)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .hosts import load_host
+    from .probe import Probe
+    from .train import TrainConfig
+
+    out = Path(args.out)
+    if (out / PROBE_FILE).exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds a probe; pass --overwrite to replace it or choose another --out")
+    device = _device(args.device)
+    host = load_host(args.model, device)
+    batches = _data(args, host, n_default=20_000)
+    objective_args = dict(json.loads(args.objective_args)) if args.objective_args else {}
+    if args.beta is not None:
+        objective_args["beta"] = args.beta
+    head_config = {"latent_dim": args.latents, "hidden": args.hidden, "objective": args.objective}
+    if objective_args:
+        head_config["objective_args"] = objective_args
+    probe = Probe(host.model, args.hook, architecture="vae_head", head_config=head_config)
+    train = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+        progress=not args.no_progress,
+    )
+    result = probe.fit(batches, train, buffer_size=args.buffer, device=device)
+    probe.save_pretrained(out)
+    last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
+    print(
+        f"fitted {args.objective} head ({args.latents} latents) at {args.hook} of {args.model}: {result.step} steps; {last}"
+    )
+    print(f"saved probe to {out}  (directions: {out / DIRECTIONS_FILE})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import metrics
+    from .heads import VAEHead
+    from .hosts import load_host
+    from .probe import Probe
+    from .steering import factor_position_activations
+
+    device = _device(args.device)
+    host = load_host(args.model, device)
+    probe = Probe.from_pretrained(args.probe, host.model)
+    probe.head.to(device)
+    batches = _data(args, host, n_default=4000)
+    acts = []
+    for b in batches:
+        acts.append(probe.adapter.collect(b, probe.hook).vectors.float())
+        if sum(a.shape[0] for a in acts) >= args.max_vectors:
+            break
+    a = torch.cat(acts)[: args.max_vectors]
+    report: dict = {"model": args.model, "hook": probe.hook, "vectors": int(a.shape[0])}
+    z = probe.encode(a)
+    kl = None
+    if isinstance(probe.head, VAEHead):
+        with torch.no_grad():
+            x = probe._norm(a.to(z.device))
+            recon = probe._norm(probe.decode(z))
+            report["explained_variance"] = float(1 - ((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+            mu, logvar = probe.head.encode(x)
+            kl = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0).cpu().numpy()
+        report["kl_per_latent"] = [round(float(v), 4) for v in kl]
+        report["active_latents"] = int((kl > args.active_kl).sum())
+    report["unsupervised"] = metrics.unsupervised(z.cpu().numpy(), fast=True)
+    if host.world is not None and not (args.tokens or args.text):
+        # the factor LM: its true factors are known where every factor is (the plan's colon / last word)
+        factors, tokens = host.world.sample(args.sequences or 4000, args.seed + 1)
+        codes = probe.encode(factor_position_activations(probe.adapter, probe.hook, host.world, tokens).to(device))
+        report["supervised"] = metrics.evaluate(codes.cpu().numpy(), factors, fast=True)
+    elif args.labels:
+        report["supervised"] = _labelled_metrics(args, probe, device)
+    print(f"{args.probe} at {probe.hook} of {args.model}: {report['vectors']} vectors")
+    if kl is not None:
+        print(
+            f"  explained variance {report['explained_variance']:.3f}; "
+            f"active latents (KL > {args.active_kl}) {report['active_latents']}/{len(kl)}"
+        )
+        print("  KL per latent: " + " ".join(f"{v:.2f}" for v in kl))
+    print(metrics.format_table(report["unsupervised"], title="unsupervised"))
+    if "supervised" in report:
+        print(metrics.format_table(report["supervised"], title="against the true factors"))
+    out = Path(args.out) if args.out else Path(args.probe) / "eval.json"
+    io.atomic_write_json(out, report)
+    print(f"wrote {out}")
+    return 0
+
+
+def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
+    """Supervised metrics from a safetensors file: tokens [N, T], factors [N, F] (integer classes)
+    and optional positions [N] (default: the last token) where each sequence's factors are read."""
+    import torch
+    from safetensors.torch import load_file
+
+    from . import metrics
+
+    path = Path(args.labels)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file {path} does not exist")
+    t = load_file(str(path))
+    missing = [k for k in ("tokens", "factors") if k not in t]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {missing}: it needs 'tokens' [N, T], 'factors' [N, F] and optionally 'positions' [N]"
+        )
+    tokens, factors = t["tokens"].long(), t["factors"].long()
+    if len(tokens) != len(factors):
+        raise ValueError(f"{path}: {len(tokens)} token rows but {len(factors)} factor rows")
+    pos = t.get("positions", torch.full((len(tokens),), tokens.shape[1] - 1)).long()
+    vecs = []
+    for s in range(0, len(tokens), args.host_batch):
+        store: list = []
+        with probe.adapter.hook(probe.hook, store.append):
+            probe.adapter.forward(tokens[s : s + args.host_batch].to(device), stop_after=probe.hook)
+        vecs.append(store[0][torch.arange(len(store[0])), pos[s : s + args.host_batch].to(store[0].device)].float())
+    codes = probe.encode(torch.cat(vecs))
+    return metrics.evaluate(codes.cpu().numpy(), factors.numpy(), fast=True)
+
+
+def _parse_edits(args: argparse.Namespace) -> dict:
+    edits: dict = {}
+    for text, add in [(e, False) for e in args.set] + [(e, True) for e in args.add]:
+        i, eq, v = text.partition("=")
+        try:
+            idx, val = int(i), float(v)
+        except ValueError:
+            raise ValueError(f"edit {text!r}: write LATENT=VALUE, e.g. --set 3=2.0 or --add 3=-1.5") from None
+        if not eq:
+            raise ValueError(f"edit {text!r}: write LATENT=VALUE, e.g. --set 3=2.0")
+        edits[idx] = ("add", val) if add else val
+    return edits
+
+
+def _steer(args: argparse.Namespace) -> int:
+    import torch
+
+    from .hosts import generate, load_host
+    from .probe import Probe
+
+    device = _device(args.device)
+    host = load_host(args.model, device)
+    probe = Probe.from_pretrained(args.probe, host.model)
+    probe.head.to(device)
+    if args.prompt_ids:
+        ids = [int(x) for x in args.prompt_ids.split(",")]
+    elif host.encode is not None:
+        ids = ([host.bos_id] if host.world is not None else []) + host.encode(args.prompt)
+    else:
+        raise ValueError(f"{args.model} has no tokenizer: pass --prompt-ids 0,5,7")
+    if not ids:
+        raise ValueError("the prompt is empty: pass --prompt TEXT or --prompt-ids")
+    prompt = torch.tensor([ids] * args.samples, dtype=torch.long)
+    runs: list[tuple[str, dict | None]] = [("unsteered", None)]
+    if args.traverse is not None:
+        values = [float(v) for v in args.values.split(",")]
+        runs += [(f"z{args.traverse} = {v:+.2f}", {args.traverse: v}) for v in values]
+    edits = _parse_edits(args)
+    if edits:
+        runs.append(
+            (
+                "steered "
+                + " ".join(
+                    f"z{i}{'+=' if isinstance(e, tuple) else '='}{e[1] if isinstance(e, tuple) else e}"
+                    for i, e in edits.items()
+                ),
+                edits,
+            )
+        )
+    if len(runs) == 1:
+        raise ValueError("nothing to steer: pass --set LATENT=VALUE, --add LATENT=DELTA or --traverse LATENT")
+    show = host.decode or (lambda seq: " ".join(str(t) for t in seq))
+    for label, e in runs:
+        kwargs = dict(seed=args.seed, temperature=args.temperature, eos_id=host.eos_id, pad_id=host.pad_id)
+        if e is None:
+            seqs = generate(host.model, prompt, args.max_new_tokens, **kwargs)
+        else:
+            with probe.steer(edits=e):
+                seqs = generate(host.model, prompt, args.max_new_tokens, **kwargs)
+        print(f"[{label}]")
+        for seq in seqs.tolist():
+            print("  " + show([t for t in seq if t != host.pad_id] if host.world is not None else seq))
+    return 0
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokens", help="safetensors file with an int tensor 'tokens' [N, T]")
+    p.add_argument("--text", help="text file, one document per line (uses the model's tokenizer)")
+    p.add_argument("--seq-len", type=int, default=128, help="cut --text documents to this many tokens")
+    p.add_argument(
+        "--sequences", type=int, default=0, help="factor_lm only: sentences to sample (default 20000 for fit)"
+    )
+    p.add_argument("--host-batch", type=int, default=64, help="sequences per host forward")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +315,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--filter", default="", help="only names containing this text")
     p.set_defaults(fn=_hooks)
+    p = sub.add_parser("fit", help="fit a disentangling head at a hook of a model and save the probe")
+    p.add_argument("model", help="Hugging Face name (cached) or local folder, or factor_lm")
+    p.add_argument("--hook", required=True, help="hook point, e.g. blocks.6.hook_resid_post (see `hooks MODEL`)")
+    p.add_argument("--out", required=True, help="folder for the probe (save_pretrained format)")
+    p.add_argument("--overwrite", action="store_true", help="replace a probe already in --out")
+    p.add_argument("--objective", default="beta_tcvae", help="beta_vae, capacity, beta_tcvae, factor_vae, dip_vae")
+    p.add_argument("--beta", type=float, default=None, help="the objective's β (default: the objective's own)")
+    p.add_argument(
+        "--objective-args", default="", help='JSON object of further objective settings, e.g. \'{"estimator": "mws"}\''
+    )
+    p.add_argument("--latents", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=1024, help="activation vectors per head step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--buffer", type=int, default=65_536, help="shuffle-buffer size (vectors)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_data_args(p)
+    p.set_defaults(fn=_fit)
+    p = sub.add_parser(
+        "eval", help="score a saved probe: reconstruction, latent use, unsupervised and supervised metrics"
+    )
+    p.add_argument("probe", help="folder written by fit / save_pretrained")
+    p.add_argument("model")
+    p.add_argument("--labels", help="safetensors: tokens [N, T], factors [N, F], optional positions [N]")
+    p.add_argument("--max-vectors", type=int, default=20_000)
+    p.add_argument("--active-kl", type=float, default=0.1, help="a latent is active above this mean KL (nats)")
+    p.add_argument("--out", default="", help="report JSON (default PROBE/eval.json)")
+    _add_data_args(p)
+    p.set_defaults(fn=_eval)
+    p = sub.add_parser("steer", help="generate with and without latent edits (or a traversal) from a saved probe")
+    p.add_argument("probe")
+    p.add_argument("model")
+    p.add_argument("--prompt", default="", help="text prompt (the model's tokenizer)")
+    p.add_argument("--prompt-ids", default="", help="comma-separated token ids, for models without a tokenizer")
+    p.add_argument("--set", action="append", default=[], metavar="LATENT=VALUE", help="set a latent (repeatable)")
+    p.add_argument("--add", action="append", default=[], metavar="LATENT=DELTA", help="shift a latent (repeatable)")
+    p.add_argument("--traverse", type=int, default=None, metavar="LATENT", help="one generation per --values")
+    p.add_argument("--values", default="-2,-1,0,1,2")
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--samples", type=int, default=1, help="generations per setting")
+    p.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_steer)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

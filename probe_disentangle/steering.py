@@ -46,24 +46,15 @@ def sample_tokens(
 ) -> np.ndarray:
     """``n`` sequences from <bos>, sampled token by token with a seeded generator (same seed →
     same uniform draws, so steered and unsteered runs are comparable)."""
+    from .hosts import generate
+
     g = torch.Generator().manual_seed(seed)
-    out = []
     device = next(model.parameters()).device
+    out = []
     for s in range(0, n, batch):
         b = min(batch, n - s)
-        seq = torch.full((b, 1), bos_id, dtype=torch.long, device=device)
-        done = torch.zeros(b, dtype=torch.bool, device=device)
-        for _ in range(max_length - 1):
-            logits = model(seq)[:, -1].float() / temperature
-            u = torch.rand(b, generator=g).to(device)
-            # inverse-CDF sampling: one uniform per token keeps runs aligned across steering
-            cdf = torch.softmax(logits, -1).cumsum(-1)
-            nxt = torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp(max=cdf.shape[1] - 1)
-            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            seq = torch.cat([seq, nxt[:, None]], 1)
-            done |= nxt == eos_id
-            if bool(done.all()):
-                break
+        bos = torch.full((b, 1), bos_id, dtype=torch.long, device=device)
+        seq = generate(model, bos, max_length - 1, temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=g)
         out.append(torch.nn.functional.pad(seq, (0, max_length - seq.shape[1]), value=pad_id).cpu())
     return torch.cat(out).numpy()
 

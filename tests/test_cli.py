@@ -1,3 +1,6 @@
+import json
+
+import pytest
 import torch
 
 from probe_disentangle import cli, io
@@ -17,3 +20,89 @@ def test_info_reads_a_saved_head_and_reports_errors(tmp_path, capsys):
     assert '"latent_dim": 2' in capsys.readouterr().out
     assert cli.main(["info", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_fit_eval_steer_on_the_shipped_lm(tmp_path, capsys):
+    """The user workflow end to end on the shipped factor LM: fit saves a loadable probe, eval
+    scores it against the true factors, steer prints unsteered and traversed generations."""
+    pytest.importorskip("transformer_lens")
+    out = tmp_path / "probe"
+    common = ["--sequences", "600", "--no-progress"]
+    args = ["fit", "factor_lm", "--hook", "blocks.1.hook_resid_post", "--out", str(out), "--steps", "20"]
+    assert cli.main([*args, "--latents", "4", "--batch-size", "256", *common]) == 0
+    assert (out / "probe.json").is_file() and (out / "directions.safetensors").is_file()
+    assert "fitted beta_tcvae head (4 latents)" in capsys.readouterr().out
+    # refusing to overwrite keeps the saved probe intact
+    before = (out / "directions.safetensors").read_bytes()
+    assert cli.main([*args, *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "directions.safetensors").read_bytes() == before
+
+    assert cli.main(["eval", str(out), "factor_lm", "--sequences", "400", "--max-vectors", "2000"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["vectors"] == 2000 and len(report["kl_per_latent"]) == 4
+    assert 0 < report["explained_variance"] <= 1
+    assert 0 <= report["supervised"]["mig.discrete_mig"] <= 1
+    assert "against the true factors" in capsys.readouterr().out
+
+    steer = ["steer", str(out), "factor_lm", "--prompt", "#red", "--max-new-tokens", "6", "--temperature", "0"]
+    assert cli.main([*steer, "--traverse", "0", "--values=-3,3"]) == 0
+    printed = capsys.readouterr().out
+    assert "[unsteered]" in printed and "[z0 = -3.00]" in printed and "[z0 = +3.00]" in printed
+    assert cli.main([*steer, "--set", "7=1"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert cli.main([*steer, "--set", "x"]) == 2
+    assert "LATENT=VALUE" in capsys.readouterr().err
+
+
+def test_fit_and_eval_from_token_and_label_files(tmp_path, capsys):
+    """A model without a tokenizer, from a local folder: tokens and labels come as safetensors."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformer_lens")
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=30, n_positions=16)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 30, (64, 12), generator=g)
+    save_file({"tokens": tokens}, str(tmp_path / "tokens.safetensors"))
+    out = tmp_path / "probe"
+    fit = ["fit", str(folder), "--hook", "blocks.0.hook_resid_post", "--out", str(out), "--device", "cpu"]
+    assert (
+        cli.main(
+            [
+                *fit,
+                "--tokens",
+                str(tmp_path / "tokens.safetensors"),
+                "--steps",
+                "5",
+                "--batch-size",
+                "64",
+                "--latents",
+                "3",
+                "--hidden",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    factors = torch.stack([tokens[:, -1] % 3, tokens[:, -1] % 2], 1)  # known from the last token
+    save_file({"tokens": tokens, "factors": factors}, str(tmp_path / "labels.safetensors"))
+    ev = ["eval", str(out), str(folder), "--tokens", str(tmp_path / "tokens.safetensors"), "--device", "cpu"]
+    assert cli.main([*ev, "--labels", str(tmp_path / "labels.safetensors")]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["vectors"] == 64 * 11  # BOS position excluded
+    assert "mig.discrete_mig" in report["supervised"]
+    capsys.readouterr()
+    # clear errors: no tokenizer for --text, a float token file, no data at all
+    (tmp_path / "t.txt").write_text("hello\n")
+    assert cli.main([*fit, "--overwrite", "--text", str(tmp_path / "t.txt")]) == 2
+    assert "has no tokenizer" in capsys.readouterr().err
+    save_file({"tokens": tokens.float()}, str(tmp_path / "bad.safetensors"))
+    assert cli.main([*fit, "--overwrite", "--tokens", str(tmp_path / "bad.safetensors")]) == 2
+    assert "integer tensor" in capsys.readouterr().err
+    assert cli.main([*fit, "--overwrite"]) == 2
+    assert "no data" in capsys.readouterr().err
