@@ -38,13 +38,29 @@ def load_transformer(
 class HookedTransformerAdapter(Adapter):
     """Vectors are token positions ``[B, T, d]``; the BOS position (0) is excluded by default,
     padding is dropped via ``attention_mask``. Batches are token tensors ``[B, T]`` or dicts with
-    ``tokens`` and optional ``attention_mask``."""
+    ``tokens`` and optional ``attention_mask``.
+
+    ``span=(start, stop)``: one vector per sequence instead, the positions ``start..stop-1``
+    concatenated (``[B, (stop - start)·d]``). For prompts with a fixed layout (a plan, a template,
+    a system prompt) whose content is spread over several tokens: the head then sees the whole
+    content at once, and an edit rewrites all of the span. Forwards shorter than ``stop`` (and
+    KV-cached single-token steps, which reuse the span edited when the prompt ran) are left as
+    they are; padding inside the span is not allowed.
+    """
 
     family = "transformer_lens"
 
-    def __init__(self, model: nn.Module, exclude_bos: bool = True) -> None:
+    def __init__(self, model: nn.Module, exclude_bos: bool = True, span: tuple[int, int] | None = None) -> None:
         super().__init__(model)
         self.exclude_bos = exclude_bos
+        if span is not None:
+            start, stop = (int(v) for v in span)
+            if not 0 <= start < stop:
+                raise ValueError(f"span must be (start, stop) with 0 <= start < stop, got {tuple(span)}")
+            if exclude_bos and start == 0:
+                raise ValueError("the span includes BOS (position 0); start it at 1 or pass exclude_bos=False")
+            span = (start, stop)
+        self.span = span
         try:
             self._has_stop = "stop_at_layer" in inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
@@ -92,13 +108,31 @@ class HookedTransformerAdapter(Adapter):
         return mask
 
     def to_vectors(self, act: Tensor, batch: Any) -> Activations:
+        if self.span is not None:
+            start, stop = self.span
+            B, T, d = act.shape
+            if T < stop:
+                raise ValueError(f"sequences of {T} tokens are shorter than the span {self.span}; pass longer ones")
+            _, attn = self._tokens(batch)
+            if attn is not None and not bool(attn[:, start:stop].bool().all()):
+                raise ValueError(f"padding inside the span {self.span}: every sequence needs real tokens there")
+            rows = torch.arange(B, device=act.device)
+            return Activations(act[:, start:stop].reshape(B, -1), torch.stack([rows, torch.full_like(rows, start)], 1))
         mask = self.position_mask(act, batch)
         return Activations(act[mask], mask.nonzero())
 
     def edit_tensor(self, act: Tensor, fn: VectorFn) -> Tensor:
         """Edit every position; a full-prompt forward (T > 1) keeps its BOS position as it was.
-        KV-cached single-token steps (T = 1) are always generated tokens, so they are edited."""
+        KV-cached single-token steps (T = 1) are always generated tokens, so they are edited.
+        With a span: only the span, and only in forwards that contain all of it."""
         B, T, d = act.shape
+        if self.span is not None:
+            start, stop = self.span
+            if T < stop:
+                return act
+            out = act.clone()
+            out[:, start:stop] = fn(act[:, start:stop].reshape(B, -1)).reshape(B, stop - start, d).to(act.dtype)
+            return out
         out = fn(act.reshape(B * T, d)).reshape(B, T, d)
         if self.exclude_bos and T > 1:
             out = torch.cat([act[:, :1], out[:, 1:]], dim=1)
