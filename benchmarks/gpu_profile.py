@@ -103,7 +103,7 @@ def head_step_breakdown(B: int = 4096, d: int = 768, k: int = 32) -> dict:
     def full():
         opt.zero_grad(set_to_none=True)
         res = head.loss(x)
-        res.loss.backward()
+        res.total.backward()
         opt.step()
 
     trainer = Trainer(

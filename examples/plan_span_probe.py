@@ -1,0 +1,88 @@
+"""A β-TCVAE probe on the whole plan of the shipped factor LM, steering by editing the plan.
+
+The factor LM writes a plan (one tag per factor, then a colon) before its sentence. A per-token
+head sees one tag at a time; with the transformer adapter's span layout the head sees the whole
+plan (positions 1 … colon) as one vector and an edit rewrites all of it. We fit the probe, score
+its codes against the true factors (MIG per factor), align latents to factors and steer.
+
+    python examples/plan_span_probe.py                                   # blocks.0.hook_resid_pre
+    python examples/plan_span_probe.py --hook blocks.1.hook_resid_post --steps 2000
+
+Findings (2026-11-27, CPU, 2000 steps, 12 latents, β = 6): at blocks.1.hook_resid_post the span head
+reaches MIG 0.47 (a per-token head: ≤ 0.15) but its edits do not steer, because the sentence has
+already read the plan at layer 0; at blocks.0.hook_resid_pre MIG 0.48, and number and polarity
+(binary factors) steer at 1.00 success, 0.00 leakage, 1.00 parse rate, while the factors with 3–6
+values stay lower (place 0.76, size 0.67, animal 0.60): one Gaussian latent holds a binary factor
+cleanly, a many-valued one less so.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from probe_disentangle import metrics
+from probe_disentangle.hosts import batches
+from probe_disentangle.metrics._utils import discrete_entropy
+from probe_disentangle.probe import Probe
+from probe_disentangle.steering import evaluate_steering, mutual_information_matrix, probe_steerer
+from probe_disentangle.train import TrainConfig
+from probe_disentangle.zoo import load_factor_lm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hook", default="blocks.0.hook_resid_pre")
+    ap.add_argument("--beta", type=float, default=6.0)
+    ap.add_argument("--latents", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--strength", type=float, default=1.0, help="1: set a latent to the target class's mean code")
+    ap.add_argument("--n-steer", type=int, default=50, help="generations per factor value")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    model, world = load_factor_lm()
+    span = (1, world.num_factors + 2)  # the tags and the colon
+    probe = Probe(
+        model,
+        args.hook,
+        head_config={
+            "latent_dim": args.latents,
+            "hidden": 256,
+            "objective": "beta_tcvae",
+            "objective_args": {"beta": args.beta},
+        },
+        adapter_options={"span": span},
+    )
+    _, tokens = world.sample(20_000, args.seed)
+    probe.fit(
+        batches(torch.from_numpy(tokens).long(), 512),
+        TrainConfig(steps=args.steps, batch_size=512, lr=1e-3, seed=args.seed),
+        buffer_size=20_000,
+        normalizer_vectors=20_000,
+    )
+
+    factors, held_out = world.sample(5000, args.seed + 1)
+    acts = torch.cat(
+        [probe.adapter.collect(b, args.hook).vectors for b in batches(torch.from_numpy(held_out).long(), 512)]
+    )
+    codes = probe.encode(acts).numpy()
+    mi = np.sort(mutual_information_matrix(codes, factors), axis=0)
+    entropy = discrete_entropy(factors)
+    gap = (mi[-1] - mi[-2]) / entropy
+    print(
+        f"MIG {metrics.mig(codes, factors)['discrete_mig']:.3f}; per factor: "
+        + ", ".join(f"{n} {g:.2f}" for n, g in zip(world.factor_names, gap, strict=True))
+    )
+
+    steerer, _ = probe_steerer(probe, acts, factors, world.factor_sizes, strength=args.strength)
+    report = evaluate_steering(model, world, steerer, list(range(world.num_factors)), n=args.n_steer)
+    for name, r in report.items():
+        print(f"{name:<10} success {r['success']:.2f}  leakage {r['leakage']:.2f}  parse rate {r['parse_rate']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
