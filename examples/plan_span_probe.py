@@ -35,9 +35,16 @@ from probe_disentangle.zoo import load_factor_lm
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hook", default="blocks.0.hook_resid_pre")
+    ap.add_argument(
+        "--head",
+        choices=["gaussian", "joint"],
+        default="joint",
+        help="joint: categorical + Gaussian latents (JointVAE); gaussian: β-TCVAE",
+    )
+    ap.add_argument("--marginal-weight", type=float, default=0.0, help="joint head: weight of KL(q̄(c) || uniform)")
     ap.add_argument("--beta", type=float, default=6.0)
     ap.add_argument("--latents", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--strength", type=float, default=1.0, help="1: set a latent to the target class's mean code")
     ap.add_argument("--n-steer", type=int, default=50, help="generations per factor value")
     ap.add_argument("--seed", type=int, default=0)
@@ -46,17 +53,27 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model, world = load_factor_lm()
     span = (1, world.num_factors + 2)  # the tags and the colon
-    probe = Probe(
-        model,
-        args.hook,
-        head_config={
+    if args.head == "joint":  # one 6-valued categorical latent per factor slot, plus Gaussian ones
+        architecture = "joint_vae_head"
+        head_config = {
+            "categorical": [6] * world.num_factors,
+            "continuous": 4,
+            "hidden": 256,
+            "gamma": 30.0,
+            "c_cont_max": 5.0,
+            "c_disc_max": 14.0,
+            "c_steps": int(0.6 * args.steps),
+            "marginal_weight": args.marginal_weight,
+        }
+    else:
+        architecture = "vae_head"
+        head_config = {
             "latent_dim": args.latents,
             "hidden": 256,
             "objective": "beta_tcvae",
             "objective_args": {"beta": args.beta},
-        },
-        adapter_options={"span": span},
-    )
+        }
+    probe = Probe(model, args.hook, architecture=architecture, head_config=head_config, adapter_options={"span": span})
     _, tokens = world.sample(20_000, args.seed)
     probe.fit(
         batches(torch.from_numpy(tokens).long(), 512),

@@ -4,7 +4,14 @@ __version__ = "0.1.0"
 
 from . import losses, registry  # noqa: E402
 from .adapters import attach  # noqa: E402
-from .heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig  # noqa: E402
+from .heads import (  # noqa: E402
+    InfoGANHead,
+    InfoGANHeadConfig,
+    JointVAEHead,
+    JointVAEHeadConfig,
+    VAEHead,
+    VAEHeadConfig,
+)
 from .image_models import ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig  # noqa: E402
 from .io import load, save  # noqa: E402
 from .probe import Probe, load_directions  # noqa: E402
@@ -24,6 +31,8 @@ __all__ = [
     "VAEHeadConfig",
     "InfoGANHead",
     "InfoGANHeadConfig",
+    "JointVAEHead",
+    "JointVAEHeadConfig",
     "ConvVAE",
     "ConvVAEConfig",
     "InfoGAN",

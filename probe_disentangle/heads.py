@@ -101,6 +101,106 @@ class VAEHead(VAEFamilyMixin, nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# Joint (categorical + Gaussian) VAE head
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JointVAEHeadConfig:
+    """A VAE head with categorical latents (their cardinalities) beside ``continuous`` Gaussian
+    ones, trained with JointVAE's two capacities (Dupont 2018). For factors that take a few
+    discrete values (a word, a class, a tag), which one Gaussian latent holds poorly.
+    ``c_disc_max`` defaults to Σ log V, all the categorical codes can hold."""
+
+    d_in: int
+    categorical: list = field(default_factory=lambda: [6] * 8)
+    continuous: int = 4
+    hidden: int = 256
+    depth: int = 2
+    activation: str = "silu"
+    temperature: float = 0.67
+    gamma: float = 30.0
+    c_cont_max: float = 5.0
+    c_disc_max: float | None = None
+    c_steps: int = 2000
+    marginal_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.categorical = [int(c) for c in self.categorical]
+        if any(c < 2 for c in self.categorical):
+            raise ValueError(f"categorical latents need ≥ 2 values each, got {self.categorical}")
+        if not self.categorical and self.continuous < 1:
+            raise ValueError("a joint VAE head needs at least one categorical or continuous latent")
+        if self.d_in < 1 or self.hidden < 1 or self.depth < 0 or self.continuous < 0 or self.temperature <= 0:
+            raise ValueError("d_in and hidden must be ≥ 1, depth and continuous ≥ 0, temperature > 0")
+        if self.c_disc_max is None:
+            self.c_disc_max = float(sum(math.log(c) for c in self.categorical))
+
+
+@register("joint_vae_head", JointVAEHeadConfig)
+class JointVAEHead(nn.Module):
+    """MLP VAE head with categorical and Gaussian latents. Codes (what :meth:`encode` returns and
+    :meth:`decode` takes) are ``[B, n_cat + continuous]``: each categorical latent's most likely
+    value (as a float index), then the Gaussian means, so an edit sets a category by its index."""
+
+    def __init__(self, config: JointVAEHeadConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self._n_logits = sum(c.categorical)
+        self.encoder = mlp(c.d_in, 2 * c.continuous + self._n_logits, c.hidden, c.depth, c.activation)
+        self.decoder = mlp(self._n_logits + c.continuous, c.d_in, c.hidden, c.depth, c.activation)
+        self.objective = losses.JointCapacityLoss(c.gamma, c.c_cont_max, c.c_disc_max, c.c_steps, c.marginal_weight)
+
+    @property
+    def latent_dim(self) -> int:
+        return len(self.config.categorical) + self.config.continuous
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """(mu ``[B, continuous]``, logvar, one logits tensor ``[B, V]`` per categorical latent)."""
+        _check_width(x, self.config.d_in, "JointVAEHead")
+        h = self.encoder(x)
+        logits, gauss = h[:, : self._n_logits], h[:, self._n_logits :]
+        mu, logvar = gauss.chunk(2, dim=-1)
+        return mu, clamp_logvar(logvar), list(logits.split(self.config.categorical, dim=1))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes ``[B, n_cat + continuous]``: argmax category indices, then Gaussian means."""
+        mu, _, logits = self.posterior(x)
+        cats = [lg.argmax(-1, keepdim=True).to(mu.dtype) for lg in logits]
+        return torch.cat([*cats, mu], dim=1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """Activation ``[B, d_in]`` from codes (category indices are rounded and clamped)."""
+        c = self.config
+        n_cat = len(c.categorical)
+        if codes.ndim != 2 or codes.shape[1] != n_cat + c.continuous:
+            raise ValueError(f"codes must be [batch, {n_cat + c.continuous}], got {tuple(codes.shape)}")
+        onehots = [
+            nn.functional.one_hot(codes[:, i].round().long().clamp(0, v - 1), v).to(codes.dtype)
+            for i, v in enumerate(c.categorical)
+        ]
+        return self.decoder(torch.cat([*onehots, codes[:, n_cat:]], dim=1))
+
+    def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
+        mu, logvar, logits = self.posterior(x)
+        z = losses.reparameterize(mu, logvar) if self.training else mu
+        if self.training:
+            soft = [losses.gumbel_softmax(lg, self.config.temperature) for lg in logits]
+        else:
+            soft = [nn.functional.one_hot(lg.argmax(-1), lg.shape[-1]).to(mu.dtype) for lg in logits]
+        recon = self.decoder(torch.cat([*soft, z], dim=1))
+        return self.objective(x, recon, mu, logvar, logits, step=step)
+
+    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        return {"vae": torch.optim.Adam(self.parameters(), lr=lr)}
+
+    def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
+        result = self.loss(_first(batch), step)
+        optimize("vae", result)
+        return result
+
+
+# --------------------------------------------------------------------------------------------
 # InfoGAN head
 # --------------------------------------------------------------------------------------------
 

@@ -113,6 +113,63 @@ def reconstruction_loss(recon: Tensor, x: Tensor, distribution: str = "gaussian"
     return per.flatten(1).sum(1)
 
 
+def kl_categorical_uniform(logits: Tensor) -> Tensor:
+    """KL(Cat(softmax(logits)) || Uniform(V)) = Σ q log q + log V, per row: ``[B]``."""
+    logq = torch.log_softmax(logits.float(), dim=-1)
+    return (logq.exp() * logq).sum(-1) + math.log(logits.shape[-1])
+
+
+def gumbel_softmax(logits: Tensor, temperature: float) -> Tensor:
+    """A relaxed one-hot sample (Jang et al. 2017; Maddison et al. 2017): softmax((logits + g) / τ)
+    with Gumbel noise g; differentiable in ``logits``."""
+    u = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
+    return torch.softmax((logits - torch.log(-torch.log(u))) / temperature, dim=-1)
+
+
+class JointCapacityLoss(nn.Module):
+    """recon + γ·|KL_cont − C_cont(t)| + γ·|KL_disc − C_disc(t)| (Dupont 2018, JointVAE, eq. 7):
+    separate capacities for the Gaussian and the categorical latents, each rising linearly over
+    ``c_steps``. The discrete capacity is capped at Σ log V (what the codes can hold).
+    ``marginal_weight`` adds w·KL(q̄(c) || uniform) for each categorical latent, q̄ the batch's mean
+    posterior: the per-sample KL is blind to a value no input uses (two values merged), this term
+    is not (our addition; 0 gives the paper's objective)."""
+
+    def __init__(
+        self,
+        gamma: float = 30.0,
+        c_cont_max: float = 5.0,
+        c_disc_max: float = 10.0,
+        c_steps: int = 2000,
+        marginal_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if c_steps <= 0:
+            raise ValueError("c_steps must be positive (the number of steps over which the capacities rise)")
+        self.gamma, self.c_cont_max, self.c_disc_max, self.c_steps = gamma, c_cont_max, c_disc_max, c_steps
+        self.marginal_weight = marginal_weight
+
+    def forward(
+        self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, logits: list[Tensor], step: int = 0
+    ) -> LossResult:
+        rec = reconstruction_loss(recon, x).mean()
+        kl_cont = kl_normal_standard(mu, logvar).sum(1).mean() if mu.shape[1] else rec.new_zeros(())
+        kl_disc = sum((kl_categorical_uniform(lg).mean() for lg in logits), rec.new_zeros(()))
+        frac = min(1.0, step / self.c_steps)
+        c_cont, c_disc = frac * self.c_cont_max, frac * self.c_disc_max
+        total = rec + self.gamma * ((kl_cont - c_cont).abs() + (kl_disc - c_disc).abs())
+        terms = {"recon": rec, "kl_cont": kl_cont, "kl_disc": kl_disc, "capacity_disc": rec.new_tensor(c_disc)}
+        if self.marginal_weight and logits:
+            # KL(q̄(c) || uniform) of the batch's mean posterior: a confident code that leaves a
+            # value unused pays here, although its per-sample KL already meets the capacity
+            marg = rec.new_zeros(())
+            for lg in logits:
+                mean_q = torch.softmax(lg.float(), -1).mean(0).clamp_min(1e-12)
+                marg = marg + kl_categorical_uniform(mean_q.log()[None])[0]
+            total = total + self.marginal_weight * marg
+            terms["kl_marginal"] = marg
+        return LossResult(total, terms)
+
+
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     """z = mu + exp(logvar / 2) · ε, ε ~ N(0, I) (Kingma & Welling 2014)."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from . import __version__, io, registry
 from .adapters import Adapter, attach
 from .constants import DIRECTIONS_FILE, HEAD_DIR, PROBE_FILE, PROBE_TENSORS_FILE
-from .heads import InfoGANHead, VAEHead
+from .heads import InfoGANHead, JointVAEHead, VAEHead
 from .store import ActivationStore, Normalizer
 from .train import TrainConfig, Trainer, TrainResult
 
@@ -105,9 +105,12 @@ class Probe:
             d = self.normalizer.mean.numel() if self.normalizer is not None else next(iter(store.chunks())).shape[1]
             cls, cfg_cls = registry.get(self.architecture)
             cfg = dict(self.head_config)
-            if cfg.get("objective", "beta_tcvae") == "beta_tcvae":
+            if self.architecture == "vae_head" and cfg.get("objective", "beta_tcvae") == "beta_tcvae":
                 # MSS needs N: a stream has no fixed size, so use the number of samples the run draws
-                cfg["objective_args"] = {"dataset_size": train.steps * train.batch_size, **cfg.get("objective_args", {})}
+                cfg["objective_args"] = {
+                    "dataset_size": train.steps * train.batch_size,
+                    **cfg.get("objective_args", {}),
+                }
             self.head = cls(cfg_cls(d_in=d, **cfg))
         result = Trainer(self.head, train).fit(store)
         self.reference_codes = self._codes(store.collect(max_vectors=4096))
@@ -118,7 +121,7 @@ class Probe:
     def latent_dim(self) -> int:
         if isinstance(self.head, VAEHead):
             return self.head.config.latent_dim
-        if isinstance(self.head, InfoGANHead):
+        if isinstance(self.head, (InfoGANHead, JointVAEHead)):
             return len(self.head.config.categorical) + self.head.config.continuous
         raise TypeError(f"unsupported head {type(self.head).__name__}")
 
@@ -148,7 +151,7 @@ class Probe:
     def decode(self, z: Tensor) -> Tensor:
         """Activation vectors ``[N, d]`` (activation units) decoded from latents (VAE heads)."""
         self._require_head()
-        if not isinstance(self.head, VAEHead):
+        if not isinstance(self.head, (VAEHead, JointVAEHead)):
             raise TypeError(
                 "decode needs a VAE head; an InfoGAN head generates from noise and codes (use directions())"
             )
@@ -158,8 +161,8 @@ class Probe:
 
     def _delta(self, x_norm: Tensor, edits: Edits) -> Tensor:
         """dec(z') − dec(z) in normalised units (VAE), or the generator's mean change (InfoGAN)."""
-        if isinstance(self.head, VAEHead):
-            z = self.head.encode(x_norm)[0]
+        if isinstance(self.head, (VAEHead, JointVAEHead)):
+            z = self._codes(x_norm)
             z2 = _apply_edits(z, edits, self.latent_dim)
             return self.head.decode(z2) - self.head.decode(z)
         return self._infogan_delta(x_norm, edits)
@@ -208,7 +211,8 @@ class Probe:
     @torch.no_grad()
     def directions(self, reference: Tensor | None = None) -> Tensor:
         """Per latent, the mean decoded change of the activation per unit of that latent: ``[k, d]``
-        in activation units (central differences around the reference codes)."""
+        in activation units (central differences around the reference codes; for a categorical
+        latent of a joint head, the change from its first value to its last)."""
         self._require_head()
         self.head.eval()
         k = self.latent_dim
@@ -224,7 +228,13 @@ class Probe:
                 z = torch.zeros(1, k)
             z = z.to(self._param_device())
             rows = []
+            n_cat = len(self.head.config.categorical) if isinstance(self.head, JointVAEHead) else 0
             for i in range(k):
+                if i < n_cat:  # a categorical latent: from its first value to its last
+                    lo, hi = z.clone(), z.clone()
+                    lo[:, i], hi[:, i] = 0, self.head.config.categorical[i] - 1
+                    rows.append((self.head.decode(hi) - self.head.decode(lo)).mean(0))
+                    continue
                 e = torch.zeros(k, device=z.device)
                 e[i] = 0.5
                 rows.append((self.head.decode(z + e) - self.head.decode(z - e)).mean(0))

@@ -453,7 +453,9 @@ def _progress(cfg: TrainConfig, start: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None, mininterval=0.5)
+    return tqdm(
+        total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None, mininterval=0.5
+    )
 
 
 def fit(model: torch.nn.Module, data, config: TrainConfig | None = None, **overrides) -> TrainResult:

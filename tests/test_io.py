@@ -18,6 +18,7 @@ TINY = {
         "objective_args": {"disc_hidden": 8, "disc_depth": 1},
     },
     "infogan_head": {"d_in": 6, "noise_dim": 2, "categorical": [3], "continuous": 1, "hidden": 8},
+    "joint_vae_head": {"d_in": 6, "categorical": [3, 2], "continuous": 1, "hidden": 8},
     "conv_vae": {
         "image_size": 16,
         "latent_dim": 2,

@@ -129,9 +129,7 @@ class World(ABC):
             col = arr[:, j]
             bad = (col < 0) | (col >= size)
             if bad.any():
-                raise ValueError(
-                    f"factor {name!r} (column {j}) must be in [0, {size - 1}], got {int(col[bad][0])}"
-                )
+                raise ValueError(f"factor {name!r} (column {j}) must be in [0, {size - 1}], got {int(col[bad][0])}")
         return arr
 
     def index_to_factors(self, index: np.ndarray | Sequence[int] | int) -> np.ndarray:
@@ -205,8 +203,7 @@ class World(ABC):
             size = self.factor_sizes[j]
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < size:
                 raise ValueError(
-                    f"fixed value for factor {self.factor_names[j]!r} must be an int in [0, {size - 1}], "
-                    f"got {value!r}"
+                    f"fixed value for factor {self.factor_names[j]!r} must be an int in [0, {size - 1}], got {value!r}"
                 )
             factors[:, j] = int(value)
         return factors, self.sample_observations_from_factors(factors, rng)

@@ -111,9 +111,7 @@ class Tokenizer:
         vocab = list(vocab)
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
-            raise ValueError(
-                f"vocab must contain the special tokens {list(SPECIAL_TOKENS)}; missing {missing}"
-            )
+            raise ValueError(f"vocab must contain the special tokens {list(SPECIAL_TOKENS)}; missing {missing}")
         if len(set(vocab)) != len(vocab):
             dupes = sorted({w for w in vocab if vocab.count(w) > 1})
             raise ValueError(f"vocab has duplicate words: {dupes}")
@@ -453,15 +451,11 @@ class _ParseTables:
         self.sizes = {w: i for i, w in enumerate(FACTOR_VALUES["size"])}
         self.colours = {w: i for i, w in enumerate(FACTOR_VALUES["colour"])}
         self.nouns = {
-            form: (a, n)
-            for a, animal in enumerate(FACTOR_VALUES["animal"])
-            for n, form in enumerate(_NOUNS[animal])
+            form: (a, n) for a, animal in enumerate(FACTOR_VALUES["animal"]) for n, form in enumerate(_NOUNS[animal])
         }
         # verb forms: word -> (action, form) with form 0 base, 1 third singular, 2 past
         self.verb_forms = {
-            form: (a, k)
-            for a, action in enumerate(FACTOR_VALUES["action"])
-            for k, form in enumerate(_VERBS[action])
+            form: (a, k) for a, action in enumerate(FACTOR_VALUES["action"]) for k, form in enumerate(_VERBS[action])
         }
         self.verb_heads: dict[str, tuple[str, object]] = {w: ("verb", v) for w, v in self.verb_forms.items()}
         # auxiliaries: word -> (tense, number or None when it does not show number)

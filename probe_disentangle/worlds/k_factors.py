@@ -149,9 +149,7 @@ class KFactorTokens(World):
         """The token that says ``factor`` has ``value``."""
         i = self.factor_index(factor)
         if not 0 <= value < self.factor_sizes[i]:
-            raise ValueError(
-                f"factor {self.factor_names[i]!r} must be in [0, {self.factor_sizes[i] - 1}], got {value}"
-            )
+            raise ValueError(f"factor {self.factor_names[i]!r} must be in [0, {self.factor_sizes[i] - 1}], got {value}")
         return int(self._offsets[i] + value)
 
     def _render(self, factors: np.ndarray) -> np.ndarray:

@@ -17,9 +17,7 @@ def sprites() -> Sprites:
     return Sprites()
 
 
-def _one(
-    world: Sprites, shape: int = 0, scale: int = 5, orient: int = 0, px: int = 16, py: int = 16
-) -> np.ndarray:
+def _one(world: Sprites, shape: int = 0, scale: int = 5, orient: int = 0, px: int = 16, py: int = 16) -> np.ndarray:
     return world.render([[shape, scale, orient, px, py]])[0, 0]
 
 
