@@ -34,14 +34,21 @@ Edits = Mapping[int, Edit]
 
 
 def _apply_edits(z: Tensor, edits: Edits, k: int) -> Tensor:
-    """z' = z with latents set (``{i: v}``) or shifted (``{i: ("add", d)}``)."""
+    """z' = z with latents set (``{i: v}``) or shifted (``{i: ("add", d)}``); ``("nearest", values)``
+    edits are left for :meth:`Probe._delta`, which needs the decoder to choose."""
     z2 = z.clone()
     for i, e in edits.items():
         if not 0 <= int(i) < k:
             raise ValueError(f"latent index {i} out of range: the head has {k} latents (0..{k - 1})")
         if isinstance(e, tuple):
-            if len(e) != 2 or e[0] not in ("add", "set"):
-                raise ValueError(f"edit {e!r} for latent {i}: use a value, ('set', v) or ('add', delta)")
+            if len(e) != 2 or e[0] not in ("add", "set", "nearest"):
+                raise ValueError(
+                    f"edit {e!r} for latent {i}: use a value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
+                )
+            if e[0] == "nearest":
+                if not len(e[1]):
+                    raise ValueError(f"edit {e!r} for latent {i}: 'nearest' needs at least one candidate value")
+                continue  # chosen per row by Probe._delta
             z2[:, i] = z2[:, i] + e[1] if e[0] == "add" else torch.full_like(z2[:, i], float(e[1]))
         else:
             z2[:, i] = float(e)
@@ -125,6 +132,13 @@ class Probe:
             return len(self.head.config.categorical) + self.head.config.continuous
         raise TypeError(f"unsupported head {type(self.head).__name__}")
 
+    @property
+    def categorical_codes(self) -> list[int]:
+        """Indices of the codes that are category indices (InfoGAN and joint VAE heads put them first)."""
+        if isinstance(self.head, (InfoGANHead, JointVAEHead)):
+            return list(range(len(self.head.config.categorical)))
+        return []
+
     def _norm(self, a: Tensor) -> Tensor:
         return self.normalizer(a) if self.normalizer is not None else a
 
@@ -164,7 +178,22 @@ class Probe:
         if isinstance(self.head, (VAEHead, JointVAEHead)):
             z = self._codes(x_norm)
             z2 = _apply_edits(z, edits, self.latent_dim)
-            return self.head.decode(z2) - self.head.decode(z)
+            base = self.head.decode(z)
+            for i, e in edits.items():
+                if isinstance(e, tuple) and e[0] == "nearest":
+                    # per row, the candidate value whose decoded change is smallest: move the
+                    # factor, disturb least of what else the latent holds
+                    best_norm = torch.full((z.shape[0],), float("inf"), device=z.device)
+                    best = z2[:, int(i)].clone()
+                    for v in e[1]:
+                        zc = z2.clone()
+                        zc[:, int(i)] = float(v)
+                        norm = (self.head.decode(zc) - base).norm(dim=1)
+                        better = norm < best_norm
+                        best = torch.where(better, torch.full_like(best, float(v)), best)
+                        best_norm = torch.where(better, norm, best_norm)
+                    z2[:, int(i)] = best
+            return self.head.decode(z2) - base
         return self._infogan_delta(x_norm, edits)
 
     def _infogan_delta(self, x_norm: Tensor, edits: Edits) -> Tensor:

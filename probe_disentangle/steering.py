@@ -145,8 +145,8 @@ class CodeSteerer:
 
     adapter: Adapter
     hook: str
-    edit: Callable[[Tensor, int, float], Tensor]
-    targets: dict[tuple[int, int], tuple[int, float]]  # (factor, value) -> (code index, target code)
+    edit: Callable[[Tensor, int, Any], Tensor]
+    targets: dict[tuple[int, int], tuple[int, Any]]  # (factor, value) -> (code index, target code or edit)
 
     def __call__(self, factor: int, value: int) -> contextlib.AbstractContextManager:
         idx, target = self.targets[(factor, value)]
@@ -154,14 +154,39 @@ class CodeSteerer:
 
 
 def class_targets(
-    codes: np.ndarray, factors: np.ndarray, alignment: Sequence[int], sizes: Sequence[int], strength: float
-) -> dict[tuple[int, int], tuple[int, float]]:
+    codes: np.ndarray,
+    factors: np.ndarray,
+    alignment: Sequence[int],
+    sizes: Sequence[int],
+    strength: float,
+    categorical: Sequence[int] = (),
+) -> dict[tuple[int, int], tuple[int, Any]]:
+    """(factor, value) → (code, target): the code's mean over the value's rows, pushed ``strength``
+    times as far from the overall mean. For a categorical code (index in ``categorical``) a mean of
+    category indices can name a third category, so the target is ``("nearest", categories)``:
+    the categories whose rows mostly have the value, the edit choosing among them per input."""
     out = {}
     for f, i in enumerate(alignment):
         overall = codes[:, i].mean()
         for v in range(sizes[f]):
-            m = codes[factors[:, f] == v, i].mean() if (factors[:, f] == v).any() else overall
-            out[(f, v)] = (i, float(overall + strength * (m - overall)))
+            rows = codes[factors[:, f] == v, i]
+            if not len(rows):
+                out[(f, v)] = (i, float(overall))
+            elif i in categorical:
+                # every category whose rows mostly have value v; the edit picks, per input, the one
+                # that changes the activation least (a category can also hold another factor)
+                col = np.round(codes[:, i])
+                cands = [
+                    float(c)
+                    for c in np.unique(col)
+                    if np.bincount(factors[col == c, f], minlength=sizes[f]).argmax() == v
+                ]
+                if not cands:
+                    cats, counts = np.unique(np.round(rows), return_counts=True)
+                    cands = [float(cats[counts.argmax()])]
+                out[(f, v)] = (i, ("nearest", tuple(cands)))
+            else:
+                out[(f, v)] = (i, float(overall + strength * (rows.mean() - overall)))
     return out
 
 
@@ -171,7 +196,7 @@ def probe_steerer(
     """A probe's latents, aligned to factors by MI on ``acts`` (final-position activations)."""
     codes = probe.encode(acts).cpu().numpy()
     alignment = align(codes, factors)
-    targets = class_targets(codes, factors, alignment, sizes, strength)
+    targets = class_targets(codes, factors, alignment, sizes, strength, categorical=probe.categorical_codes)
     return CodeSteerer(probe.adapter, probe.hook, lambda a, i, t: probe.edit_vectors(a, {i: t}), targets), alignment
 
 

@@ -95,6 +95,12 @@ def test_head_recovers_a_discrete_factor_and_the_probe_steers_it():
         edited = probe.edit_vectors(xt[:500], {0: float(v)})
         assert (probe.encode(edited)[:, 0] == v).float().mean() > 0.95
     assert probe.latent_dim == 2 and probe.directions().shape == (2, 8)
+    assert probe.categorical_codes == [0]
+    # ("nearest", values): per input the value that changes the activation least
+    assert torch.equal(probe.edit_vectors(xt[:50], {0: ("nearest", [2])}), probe.edit_vectors(xt[:50], {0: 2.0}))
+    assert torch.allclose(probe.edit_vectors(xt[:50], {0: ("nearest", [0, 1, 2, 3])}), xt[:50])  # stays put
+    with pytest.raises(ValueError, match="at least one candidate"):
+        probe.edit_vectors(xt[:5], {0: ("nearest", [])})
 
 
 def test_config_checks():

@@ -123,3 +123,17 @@ def test_positional_diff_means_steers_the_plan_lm(lm):
     st = S.positional_diff_means_steerer(adapter, "blocks.1.hook_resid_post", seq, f, world.factor_sizes, strength=2.0)
     r = S.evaluate_steering(model, world, st, [1], n=40, seed=2)["colour"]
     assert r["success"] >= 0.9 and r["leakage"] <= 0.1 and r["parse_rate"] >= 0.9
+
+
+def test_class_targets_use_the_mode_for_categorical_codes():
+    from probe_disentangle.steering import class_targets
+
+    # value 0 lands in categories 1 (60 %) and 4 (40 %): the mean index 2.2 would name category 2,
+    # so the target is the set of categories that mean value 0
+    codes = np.array([[1.0]] * 6 + [[4.0]] * 4 + [[3.0]] * 10)
+    factors = np.array([[0]] * 10 + [[1]] * 10)
+    cat = class_targets(codes, factors, [0], [2], strength=1.0, categorical=[0])
+    assert cat == {(0, 0): (0, ("nearest", (1.0, 4.0))), (0, 1): (0, ("nearest", (3.0,)))}
+    cont = class_targets(codes, factors, [0], [2], strength=2.0)
+    overall = codes.mean()
+    assert cont[(0, 0)] == (0, pytest.approx(overall + 2 * (2.2 - overall)))
