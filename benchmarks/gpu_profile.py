@@ -126,26 +126,14 @@ def head_step_breakdown(B: int = 4096, d: int = 768, k: int = 32) -> dict:
 
 
 def profile_fit() -> dict:
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from pipeline import build_host  # benchmarks/pipeline.py, beside this script
 
     from probe_disentangle.probe import Probe
     from probe_disentangle.train import TrainConfig
 
-    cfg = TransformerBridgeConfig(
-        d_model=768,
-        d_head=64,
-        n_heads=12,
-        n_layers=12,
-        n_ctx=1024,
-        d_vocab=50257,
-        act_fn="gelu_new",
-        seed=0,
-        model_name="gpt2-small-shape",
-    )
-    model = TransformerBridge.boot_native(cfg, device="cuda", dtype=torch.bfloat16).eval()
+    model, _, _, hook = build_host("gpt2-small", "cuda", torch.bfloat16)
     g = torch.Generator().manual_seed(0)
     data = [torch.randint(3, 50257, (32, 256), generator=g).cuda() for _ in range(12)]
-    hook = "blocks.6.hook_resid_post"
 
     def run():
         probe = Probe(

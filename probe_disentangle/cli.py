@@ -41,6 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
         n_steer=args.n_steer,
         strength=args.strength,
         progress=not args.no_progress,
+        plan_probe=not args.no_plan_probe,
     )
     run_demo(cfg)
     return 0
@@ -304,10 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--hook", default="blocks.1.hook_resid_post")
     p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--n-steer", type=int, default=100, help="generated sentences per steered factor value")
+    p.add_argument("--n-steer", type=int, default=50, help="generated sentences per steered factor value")
     p.add_argument("--strength", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plan-probe", action="store_true", help="skip the joint VAE probe on the plan (faster)")
     p.set_defaults(fn=_demo)
     p = sub.add_parser(
         "hooks", help="list the hook points of a model (Hugging Face name or local folder, or factor_lm)"

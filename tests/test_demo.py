@@ -10,7 +10,18 @@ pytest.importorskip("transformer_lens")
 
 
 def test_demo_writes_a_complete_report(tmp_path):
-    cfg = DemoConfig(out=str(tmp_path / "demo"), steps=15, n_train=512, n_eval=400, n_steer=4, progress=False)
+    cfg = DemoConfig(
+        out=str(tmp_path / "demo"),
+        steps=15,
+        n_train=512,
+        n_eval=400,
+        n_steer=4,
+        progress=False,
+        plan_steps=20,
+        plan_batch_size=128,
+        plan_n_train=512,
+        plan_n_steer=4,
+    )
     lines = []
     report = run_demo(cfg, log=lines.append)
     on_disk = json.loads((tmp_path / "demo" / "report.json").read_text())
@@ -23,4 +34,9 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert set(on_disk["baselines"]) == {"vae_beta1", "pca", "diff_means", "positional_diff_means"}
     assert (tmp_path / "demo" / "report.md").read_text().startswith("# probe_disentangle demo report")
     assert (tmp_path / "demo" / "probe" / "probe.json").is_file()
+    plan = on_disk["plan_probe"]
+    assert plan["span"] == [1, 10] and set(plan["steering"]) == set(on_disk["steering"])
+    assert set(plan["baselines"]) == {"pca"} and 0.0 <= plan["mig"] <= 1.0
+    assert (tmp_path / "demo" / "plan_probe" / "probe.json").is_file()
+    assert "## Plan probe" in (tmp_path / "demo" / "report.md").read_text()
     assert any("steering" in line for line in lines)
