@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
-        "--plan-probe", action="store_true", help="also fit a joint VAE probe on the whole plan and steer with it (+2.5 min)"
+        "--plan-probe",
+        action="store_true",
+        help="also fit a joint VAE probe on the whole plan and steer with it (+2.5 min)",
     )
     p.set_defaults(fn=_demo)
     p = sub.add_parser(

@@ -17,6 +17,7 @@ def test_demo_writes_a_complete_report(tmp_path):
         n_eval=400,
         n_steer=4,
         progress=False,
+        plan_probe=True,
         plan_steps=20,
         plan_batch_size=128,
         plan_n_train=512,
