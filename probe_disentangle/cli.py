@@ -103,10 +103,35 @@ def _fit(args: argparse.Namespace) -> int:
     objective_args = dict(json.loads(args.objective_args)) if args.objective_args else {}
     if args.beta is not None:
         objective_args["beta"] = args.beta
-    head_config = {"latent_dim": args.latents, "hidden": args.hidden, "objective": args.objective}
-    if objective_args:
-        head_config["objective_args"] = objective_args
-    probe = Probe(host.model, args.hook, architecture="vae_head", head_config=head_config)
+    if args.categorical:  # a joint VAE head: categorical latents beside --latents Gaussian ones
+        try:
+            cats = [int(v) for v in args.categorical.split(",")]
+        except ValueError:
+            raise ValueError(f"--categorical {args.categorical!r}: write the sizes as e.g. 6,6,4") from None
+        architecture = "joint_vae_head"
+        head_config = {
+            "categorical": cats,
+            "continuous": args.latents,
+            "hidden": args.hidden,
+            "c_steps": max(1, int(0.6 * args.steps)),
+            **objective_args,
+        }
+        head_config.pop("beta", None)
+        what = f"joint VAE head ({len(cats)} categorical + {args.latents} Gaussian latents)"
+    else:
+        architecture = "vae_head"
+        head_config = {"latent_dim": args.latents, "hidden": args.hidden, "objective": args.objective}
+        if objective_args:
+            head_config["objective_args"] = objective_args
+        what = f"{args.objective} head ({args.latents} latents)"
+    options = {}
+    if args.span:
+        try:
+            start, stop = (int(v) for v in args.span.split(","))
+        except ValueError:
+            raise ValueError(f"--span {args.span!r}: write START,STOP token positions, e.g. 1,10") from None
+        options["span"] = (start, stop)
+    probe = Probe(host.model, args.hook, architecture=architecture, head_config=head_config, adapter_options=options)
     train = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -118,9 +143,7 @@ def _fit(args: argparse.Namespace) -> int:
     result = probe.fit(batches, train, buffer_size=args.buffer, device=device)
     probe.save_pretrained(out)
     last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
-    print(
-        f"fitted {args.objective} head ({args.latents} latents) at {args.hook} of {args.model}: {result.step} steps; {last}"
-    )
+    print(f"fitted {what} at {args.hook} of {args.model}: {result.step} steps; {last}")
     print(f"saved probe to {out}  (directions: {out / DIRECTIONS_FILE})")
     return 0
 
@@ -331,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--objective-args", default="", help='JSON object of further objective settings, e.g. \'{"estimator": "mws"}\''
     )
-    p.add_argument("--latents", type=int, default=16)
+    p.add_argument("--latents", type=int, default=16, help="Gaussian latents")
+    p.add_argument(
+        "--categorical", default="", help="sizes of categorical latents, e.g. 6,6,6: a joint VAE head (JointVAE)"
+    )
+    p.add_argument("--span", default="", help="START,STOP: one vector per sequence from these token positions")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1024, help="activation vectors per head step")

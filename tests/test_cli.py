@@ -106,3 +106,19 @@ def test_fit_and_eval_from_token_and_label_files(tmp_path, capsys):
     assert "integer tensor" in capsys.readouterr().err
     assert cli.main([*fit, "--overwrite"]) == 2
     assert "no data" in capsys.readouterr().err
+
+
+def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
+    pytest.importorskip("transformer_lens")
+    out = tmp_path / "plan"
+    args = ["fit", "factor_lm", "--hook", "blocks.0.hook_resid_pre", "--out", str(out), "--steps", "5"]
+    args += ["--categorical", "3,2", "--latents", "1", "--span", "1,10", "--sequences", "300", "--no-progress"]
+    assert cli.main([*args, "--batch-size", "64"]) == 0
+    assert "joint VAE head (2 categorical + 1 Gaussian latents)" in capsys.readouterr().out
+    meta = json.loads((out / "probe.json").read_text())
+    assert meta["architecture"] == "joint_vae_head" and meta["adapter_options"]["span"] == [1, 10]
+    assert meta["d_in"] == 9 * 64 and meta["latent_dim"] == 3
+    assert cli.main([*args, "--overwrite", "--span", "1"]) == 2
+    assert "START,STOP" in capsys.readouterr().err
+    assert cli.main([*args, "--overwrite", "--categorical", "a,b"]) == 2
+    assert "sizes" in capsys.readouterr().err
