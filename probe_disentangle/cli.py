@@ -211,6 +211,7 @@ def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
     from safetensors.torch import load_file
 
     from . import metrics
+    from .steering import hook_tensors
 
     path = Path(args.labels)
     if not path.is_file():
@@ -226,11 +227,12 @@ def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
         raise ValueError(f"{path}: {len(tokens)} token rows but {len(factors)} factor rows")
     pos = t.get("positions", torch.full((len(tokens),), tokens.shape[1] - 1)).long()
     vecs = []
-    for s in range(0, len(tokens), args.host_batch):
-        store: list = []
-        with probe.adapter.hook(probe.hook, store.append):
-            probe.adapter.forward(tokens[s : s + args.host_batch].to(device), stop_after=probe.hook)
-        vecs.append(store[0][torch.arange(len(store[0])), pos[s : s + args.host_batch].to(store[0].device)].float())
+    for s, (_, act) in zip(
+        range(0, len(tokens), args.host_batch),
+        hook_tensors(probe.adapter, probe.hook, tokens, args.host_batch, device=device),
+        strict=True,
+    ):
+        vecs.append(act[torch.arange(len(act)), pos[s : s + args.host_batch].to(act.device)].float())
     codes = probe.encode(torch.cat(vecs))
     return metrics.evaluate(codes.cpu().numpy(), factors.numpy(), fast=True)
 

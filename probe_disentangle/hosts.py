@@ -7,7 +7,7 @@ token files are safetensors (no pickle), so loading never executes code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,16 +173,3 @@ def generate(
             if bool(done.all()):
                 break
     return seq
-
-
-def iter_progress(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterator[Any]:
-    """``items`` with a tqdm bar when tqdm is installed and ``enabled``."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            yield from tqdm(items, desc=desc, leave=False)
-            return
-        except ImportError:
-            pass
-    yield from items

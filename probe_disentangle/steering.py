@@ -16,7 +16,7 @@ generates steered text.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,16 +72,22 @@ def parse_all(world, seqs: np.ndarray) -> list[dict[str, int] | None]:
 
 
 @torch.no_grad()
-def position_activations(adapter: Adapter, hook: str, tokens: np.ndarray, position: int, batch: int = 512) -> Tensor:
-    """The activation at one fixed token position of each sequence (e.g. the end of a plan)."""
-    outs = []
+def hook_tensors(
+    adapter: Adapter, hook: str, tokens, batch: int = 512, device: torch.device | str | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(token batch ``[b, T]``, raw activation at ``hook`` ``[b, T, d]``) for each batch of
+    sequences, the forward stopped after the hook."""
     for s in range(0, len(tokens), batch):
         t = torch.as_tensor(tokens[s : s + batch])
         store: list[Tensor] = []
         with adapter.hook(hook, store.append):
-            adapter.forward(t, stop_after=hook)
-        outs.append(store[0][:, position].cpu().float())
-    return torch.cat(outs)
+            adapter.forward(t if device is None else t.to(device), stop_after=hook)
+        yield t, store[0]
+
+
+def position_activations(adapter: Adapter, hook: str, tokens: np.ndarray, position: int, batch: int = 512) -> Tensor:
+    """The activation at one fixed token position of each sequence (e.g. the end of a plan)."""
+    return torch.cat([act[:, position].cpu().float() for _, act in hook_tensors(adapter, hook, tokens, batch)])
 
 
 def factor_position_activations(adapter: Adapter, hook: str, world, tokens: np.ndarray) -> Tensor:
@@ -91,18 +97,12 @@ def factor_position_activations(adapter: Adapter, hook: str, world, tokens: np.n
     return final_position_activations(adapter, hook, tokens, world.tokenizer.eos_id, world.tokenizer.pad_id)
 
 
-@torch.no_grad()
 def final_position_activations(
     adapter: Adapter, hook: str, tokens: np.ndarray, eos_id: int, pad_id: int, batch: int = 512
 ) -> Tensor:
     """The activation at the last token before <eos> of each sequence: every factor is expressed there."""
     outs = []
-    for s in range(0, len(tokens), batch):
-        t = torch.as_tensor(tokens[s : s + batch])
-        store: list[Tensor] = []
-        with adapter.hook(hook, store.append):
-            adapter.forward(t, stop_after=hook)
-        act = store[0]  # (b, T, d)
+    for t, act in hook_tensors(adapter, hook, tokens, batch):
         is_end = (t == eos_id) | (t == pad_id)
         last = torch.where(is_end.any(1), is_end.float().argmax(1) - 1, torch.full((t.shape[0],), t.shape[1] - 1))
         outs.append(act[torch.arange(t.shape[0]), last.to(act.device)].cpu().float())
@@ -249,16 +249,9 @@ def diff_means_steerer(
     return steer
 
 
-@torch.no_grad()
 def sequence_activations(adapter: Adapter, hook: str, tokens: np.ndarray, batch: int = 512) -> Tensor:
     """Activations at every position: ``[N, T, d]`` (for position-aware baselines)."""
-    outs = []
-    for s in range(0, len(tokens), batch):
-        store: list[Tensor] = []
-        with adapter.hook(hook, store.append):
-            adapter.forward(torch.as_tensor(tokens[s : s + batch]), stop_after=hook)
-        outs.append(store[0].cpu().float())
-    return torch.cat(outs)
+    return torch.cat([act.cpu().float() for _, act in hook_tensors(adapter, hook, tokens, batch)])
 
 
 def positional_diff_means_steerer(
