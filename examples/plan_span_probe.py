@@ -30,7 +30,7 @@ from probe_disentangle.demo import plan_probe
 from probe_disentangle.hosts import batches
 from probe_disentangle.metrics._utils import discrete_entropy
 from probe_disentangle.probe import Probe
-from probe_disentangle.steering import evaluate_steering, mutual_information_matrix, probe_steerer
+from probe_disentangle.steering import evaluate_steering, mutual_information_matrix, probe_steerer, sequence_vectors
 from probe_disentangle.train import TrainConfig
 from probe_disentangle.zoo import load_factor_lm
 
@@ -75,9 +75,7 @@ def main() -> None:
     )
 
     factors, held_out = world.sample(5000, args.seed + 1)
-    acts = torch.cat(
-        [probe.adapter.collect(b, args.hook).vectors for b in batches(torch.from_numpy(held_out).long(), 512)]
-    )
+    acts = sequence_vectors(probe.adapter, args.hook, held_out)
     codes = probe.encode(acts).numpy()
     mi = np.sort(mutual_information_matrix(codes, factors), axis=0)
     entropy = discrete_entropy(factors)

@@ -206,12 +206,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
     """Supervised metrics from a safetensors file: tokens [N, T], factors [N, F] (integer classes)
-    and optional positions [N] (default: the last token) where each sequence's factors are read."""
-    import torch
+    and optional positions [N] (default: the last token) where each sequence's factors are read;
+    a span probe reads each sequence's span instead."""
     from safetensors.torch import load_file
 
     from . import metrics
-    from .steering import hook_tensors
+    from .steering import sequence_vectors
 
     path = Path(args.labels)
     if not path.is_file():
@@ -225,15 +225,8 @@ def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
     tokens, factors = t["tokens"].long(), t["factors"].long()
     if len(tokens) != len(factors):
         raise ValueError(f"{path}: {len(tokens)} token rows but {len(factors)} factor rows")
-    pos = t.get("positions", torch.full((len(tokens),), tokens.shape[1] - 1)).long()
-    vecs = []
-    for s, (_, act) in zip(
-        range(0, len(tokens), args.host_batch),
-        hook_tensors(probe.adapter, probe.hook, tokens, args.host_batch, device=device),
-        strict=True,
-    ):
-        vecs.append(act[torch.arange(len(act)), pos[s : s + args.host_batch].to(act.device)].float())
-    codes = probe.encode(torch.cat(vecs))
+    vecs = sequence_vectors(probe.adapter, probe.hook, tokens, t.get("positions"), args.host_batch, device)
+    codes = probe.encode(vecs)
     return metrics.evaluate(codes.cpu().numpy(), factors.numpy(), fast=True)
 
 

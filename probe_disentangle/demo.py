@@ -256,10 +256,7 @@ def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[st
         + ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr"))
     )
     f_eval = world.sample_factors(cfg.n_eval, rng)
-    tokens = torch.as_tensor(world.render(f_eval))
-    acts = torch.cat(
-        [probe.adapter.collect(tokens[i : i + 512], cfg.plan_hook).vectors for i in range(0, len(tokens), 512)]
-    )
+    acts = steering.sequence_vectors(probe.adapter, cfg.plan_hook, world.render(f_eval))
     codes = probe.encode(acts).numpy()
     linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
     mig = _per_factor_mig(codes, f_eval, names)

@@ -90,8 +90,45 @@ def position_activations(adapter: Adapter, hook: str, tokens: np.ndarray, positi
     return torch.cat([act[:, position].cpu().float() for _, act in hook_tensors(adapter, hook, tokens, batch)])
 
 
+def sequence_vectors(
+    adapter: Adapter,
+    hook: str,
+    tokens,
+    positions=None,
+    batch: int = 512,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """One vector per sequence, in the layout the adapter's probes read: the concatenated span of
+    a span adapter, else the activation at ``positions[i]`` (default: each sequence's last token)."""
+    tokens = torch.as_tensor(tokens)
+    span = getattr(adapter, "span", None)
+    if span is not None and positions is not None:
+        raise ValueError(f"this probe reads one vector per sequence from its span {tuple(span)}; drop the positions")
+    if positions is not None:
+        positions = torch.as_tensor(positions).long()
+        if positions.shape != (len(tokens),):
+            raise ValueError(f"positions must be [{len(tokens)}] (one per sequence), got {tuple(positions.shape)}")
+        if bool((positions < 0).any()) or bool((positions >= tokens.shape[1]).any()):
+            raise ValueError(f"positions must lie in 0..{tokens.shape[1] - 1} (the token columns)")
+    out = []
+    for s, (t, act) in zip(
+        range(0, len(tokens), batch), hook_tensors(adapter, hook, tokens, batch, device), strict=True
+    ):
+        if span is not None:
+            if act.shape[1] < span[1]:
+                raise ValueError(f"sequences of {act.shape[1]} tokens are shorter than the probe's span {tuple(span)}")
+            out.append(act[:, span[0] : span[1]].reshape(len(t), -1).cpu().float())
+        else:
+            pos = torch.full((len(t),), act.shape[1] - 1) if positions is None else positions[s : s + batch]
+            out.append(act[torch.arange(len(t)), pos.to(act.device)].cpu().float())
+    return torch.cat(out)
+
+
 def factor_position_activations(adapter: Adapter, hook: str, world, tokens: np.ndarray) -> Tensor:
-    """Where every factor is known: the plan's colon for a planned language, else the last word."""
+    """Where every factor is known: the span of a span probe; the plan's colon for a planned
+    language; else the last word."""
+    if getattr(adapter, "span", None) is not None:
+        return sequence_vectors(adapter, hook, tokens)
     if getattr(world, "plan", False):
         return position_activations(adapter, hook, tokens, world.num_factors + 1)
     return final_position_activations(adapter, hook, tokens, world.tokenizer.eos_id, world.tokenizer.pad_id)

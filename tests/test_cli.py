@@ -118,6 +118,31 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
     meta = json.loads((out / "probe.json").read_text())
     assert meta["architecture"] == "joint_vae_head" and meta["adapter_options"]["span"] == [1, 10]
     assert meta["d_in"] == 9 * 64 and meta["latent_dim"] == 3
+    # eval reads the span vectors, from the world and from a label file (positions are refused)
+    from safetensors.torch import save_file
+
+    from probe_disentangle import metrics
+    from probe_disentangle.probe import Probe
+    from probe_disentangle.zoo import load_factor_lm
+
+    model, world = load_factor_lm()
+    factors, tokens = world.sample(200, 5)
+    save_file({"tokens": torch.from_numpy(tokens), "factors": torch.from_numpy(factors)}, str(tmp_path / "l.st"))
+    ev = ["eval", str(out), "factor_lm", "--sequences", "200", "--labels", str(tmp_path / "l.st")]
+    assert cli.main([*ev, "--tokens", str(tmp_path / "l.st")]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    probe = Probe.from_pretrained(out, model)
+    codes = probe.encode(probe.adapter.collect(torch.from_numpy(tokens), probe.hook).vectors).numpy()
+    expected = metrics.evaluate(codes, factors, fast=True)
+    assert report["supervised"]["mig.discrete_mig"] == pytest.approx(expected["mig.discrete_mig"])
+    assert cli.main([*ev, "--tokens", str(tmp_path / "l.st")[:-3] + "x"]) == 2  # missing token file
+    save_file(
+        {"tokens": torch.from_numpy(tokens), "factors": torch.from_numpy(factors), "positions": torch.zeros(200)},
+        str(tmp_path / "p.st"),
+    )
+    capsys.readouterr()
+    assert cli.main([*ev[:-1], str(tmp_path / "p.st"), "--tokens", str(tmp_path / "l.st")]) == 2
+    assert "drop the positions" in capsys.readouterr().err
     assert cli.main([*args, "--overwrite", "--span", "1"]) == 2
     assert "START,STOP" in capsys.readouterr().err
     assert cli.main([*args, "--overwrite", "--categorical", "a,b"]) == 2

@@ -111,6 +111,26 @@ def test_factor_position_is_the_plan_colon(lm):
         torch.testing.assert_close(acts, cache["blocks.1.hook_resid_post"][:, world.num_factors + 1])
 
 
+def test_sequence_vectors_read_the_span_or_the_given_positions(lm):
+    model, world = lm
+    toks = torch.as_tensor(world.render(world.sample_factors(5, np.random.default_rng(2))))
+    hook = "blocks.1.hook_resid_post"
+    _, cache = model.run_with_cache(toks)
+    act = cache[hook]
+    pos = torch.tensor([1, 3, 0, 7, 2])
+    torch.testing.assert_close(S.sequence_vectors(attach(model), hook, toks, pos, batch=2), act[torch.arange(5), pos])
+    torch.testing.assert_close(S.sequence_vectors(attach(model), hook, toks), act[:, -1])
+    spanned = attach(model, span=(2, 5))
+    torch.testing.assert_close(S.sequence_vectors(spanned, hook, toks, batch=3), act[:, 2:5].reshape(5, -1))
+    torch.testing.assert_close(S.factor_position_activations(spanned, hook, world, toks), act[:, 2:5].reshape(5, -1))
+    with pytest.raises(ValueError, match="drop the positions"):
+        S.sequence_vectors(spanned, hook, toks, pos)
+    with pytest.raises(ValueError, match="one per sequence"):
+        S.sequence_vectors(attach(model), hook, toks, pos[:3])
+    with pytest.raises(ValueError, match="must lie in"):
+        S.sequence_vectors(attach(model), hook, toks, pos + 100)
+
+
 def test_positional_diff_means_steers_the_plan_lm(lm):
     # the factor LM writes each factor in a different direction at each position: a per-position
     # difference of means moves colour reliably (a known-good baseline for the probe to beat)
