@@ -37,6 +37,57 @@ def mlp(d_in: int, d_out: int, hidden: int, depth: int, act: str = "silu") -> nn
     return nn.Sequential(*layers)
 
 
+DECODERS = ("mlp", "additive")
+
+
+class AdditiveDecoder(nn.Module):
+    """dec(z) = b + Σ_k f_k(z_k): one term per latent, so changing one latent moves the output by
+    a vector that does not depend on the others. A steering edit of latent k is then the same
+    change in every context, and a latent can no longer hide a mixture of two factors behind a
+    decoder that entangles them (additive decoders make latents identifiable up to permutation
+    and per-latent reparametrisation: Lachapelle et al. 2023). Categorical latents enter as
+    one-hot groups through a table each (their first ``sum(onehot_sizes)`` input columns);
+    every other input column is a scalar latent with its own MLP of width ``hidden``, or its own
+    direction when ``hidden=0`` (then the decoder is linear: each latent a fixed vector, each
+    category a fixed point, and one scalar latent cannot trace a curve through several factors'
+    combinations)."""
+
+    def __init__(self, n_scalar: int, d_out: int, hidden: int = 32, onehot_sizes: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        if n_scalar < 0 or hidden < 0 or d_out < 1:
+            raise ValueError("n_scalar and hidden must be ≥ 0, d_out ≥ 1")
+        self.n_onehot = int(sum(onehot_sizes))
+        self.n_scalar, self.hidden = n_scalar, hidden
+        self.table = nn.Linear(self.n_onehot, d_out, bias=False) if self.n_onehot else None
+        if hidden:
+            self.w1 = nn.Parameter(torch.randn(n_scalar, hidden))
+            self.b1 = nn.Parameter(torch.randn(n_scalar, hidden) * 0.5)
+            self.w2 = nn.Parameter(torch.randn(n_scalar, hidden, d_out) / math.sqrt(hidden * max(1, n_scalar)))
+        else:
+            self.w2 = nn.Parameter(torch.randn(n_scalar, d_out) / math.sqrt(max(1, n_scalar)))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.ndim != 2 or z.shape[1] != self.n_onehot + self.n_scalar:
+            raise ValueError(f"AdditiveDecoder expects [batch, {self.n_onehot + self.n_scalar}], got {tuple(z.shape)}")
+        out = self.bias.expand(z.shape[0], -1)
+        if self.table is not None:
+            out = out + self.table(z[:, : self.n_onehot])
+        if self.n_scalar and self.hidden:
+            h = nn.functional.silu(z[:, self.n_onehot :, None] * self.w1 + self.b1)  # [B, K, hidden]
+            out = out + torch.einsum("bkh,khd->bd", h, self.w2)
+        elif self.n_scalar:
+            out = out + z[:, self.n_onehot :] @ self.w2
+        return out
+
+
+def _check_decoder(decoder: str, decoder_hidden: int) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {list(DECODERS)}")
+    if decoder_hidden < 0:
+        raise ValueError(f"decoder_hidden must be ≥ 0 (0: one direction per latent), got {decoder_hidden}")
+
+
 def _check_width(x: Tensor, d_in: int, what: str) -> None:
     if x.ndim != 2 or x.shape[1] != d_in:
         raise ValueError(f"{what} expects activations of shape [batch, {d_in}], got {tuple(x.shape)}")
@@ -53,6 +104,8 @@ class VAEHeadConfig:
 
     ``objective`` is one of ``losses.OBJECTIVES`` (beta_vae, capacity, beta_tcvae, factor_vae,
     dip_vae) and ``objective_args`` its keyword arguments (e.g. ``{"beta": 6, "dataset_size": N}``).
+    ``decoder="additive"`` decodes with :class:`AdditiveDecoder` (a ``decoder_hidden``-wide MLP
+    per latent, summed) instead of one MLP over all latents.
     """
 
     d_in: int
@@ -62,10 +115,13 @@ class VAEHeadConfig:
     activation: str = "silu"
     objective: str = "beta_tcvae"
     objective_args: dict = field(default_factory=dict)
+    decoder: str = "mlp"
+    decoder_hidden: int = 32
 
     def __post_init__(self) -> None:
         if self.d_in < 1 or self.latent_dim < 1 or self.hidden < 1 or self.depth < 0:
             raise ValueError("d_in, latent_dim and hidden must be ≥ 1 and depth ≥ 0")
+        _check_decoder(self.decoder, self.decoder_hidden)
         if self.objective not in losses.OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {sorted(losses.OBJECTIVES)}")
 
@@ -79,7 +135,10 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         self.config = config
         c = config
         self.encoder = mlp(c.d_in, 2 * c.latent_dim, c.hidden, c.depth, c.activation)
-        self.decoder = mlp(c.latent_dim, c.d_in, c.hidden, c.depth, c.activation)
+        if c.decoder == "additive":
+            self.decoder = AdditiveDecoder(c.latent_dim, c.d_in, c.decoder_hidden)
+        else:
+            self.decoder = mlp(c.latent_dim, c.d_in, c.hidden, c.depth, c.activation)
         args = dict(c.objective_args)
         if c.objective == "factor_vae":
             args.setdefault("latent_dim", c.latent_dim)
@@ -110,7 +169,10 @@ class JointVAEHeadConfig:
     """A VAE head with categorical latents (their cardinalities) beside ``continuous`` Gaussian
     ones, trained with JointVAE's two capacities (Dupont 2018). For factors that take a few
     discrete values (a word, a class, a tag), which one Gaussian latent holds poorly.
-    ``c_disc_max`` defaults to Σ log V, all the categorical codes can hold."""
+    ``c_disc_max`` defaults to Σ log V, all the categorical codes can hold. ``decoder="additive"``:
+    a table per categorical latent and an MLP per Gaussian one, summed (:class:`AdditiveDecoder`).
+    ``straight_through`` (default: with the additive decoder) decodes exact one-hot samples in
+    training, with the relaxed sample's gradient, so a table learns the values it decodes later."""
 
     d_in: int
     categorical: list = field(default_factory=lambda: [6] * 8)
@@ -124,8 +186,14 @@ class JointVAEHeadConfig:
     c_disc_max: float | None = None
     c_steps: int = 2000
     marginal_weight: float = 0.0
+    decoder: str = "mlp"
+    decoder_hidden: int = 32
+    straight_through: bool | None = None
 
     def __post_init__(self) -> None:
+        _check_decoder(self.decoder, self.decoder_hidden)
+        if self.straight_through is None:  # a table decoder must learn from the one-hots it decodes
+            self.straight_through = self.decoder == "additive"
         self.categorical = [int(c) for c in self.categorical]
         if any(c < 2 for c in self.categorical):
             raise ValueError(f"categorical latents need ≥ 2 values each, got {self.categorical}")
@@ -148,7 +216,10 @@ class JointVAEHead(nn.Module):
         self.config = c = config
         self._n_logits = sum(c.categorical)
         self.encoder = mlp(c.d_in, 2 * c.continuous + self._n_logits, c.hidden, c.depth, c.activation)
-        self.decoder = mlp(self._n_logits + c.continuous, c.d_in, c.hidden, c.depth, c.activation)
+        if c.decoder == "additive":
+            self.decoder = AdditiveDecoder(c.continuous, c.d_in, c.decoder_hidden, tuple(c.categorical))
+        else:
+            self.decoder = mlp(self._n_logits + c.continuous, c.d_in, c.hidden, c.depth, c.activation)
         self.objective = losses.JointCapacityLoss(c.gamma, c.c_cont_max, c.c_disc_max, c.c_steps, c.marginal_weight)
 
     @property
@@ -185,7 +256,7 @@ class JointVAEHead(nn.Module):
         mu, logvar, logits = self.posterior(x)
         z = losses.reparameterize(mu, logvar) if self.training else mu
         if self.training:
-            soft = [losses.gumbel_softmax(lg, self.config.temperature) for lg in logits]
+            soft = [losses.gumbel_softmax(lg, self.config.temperature, self.config.straight_through) for lg in logits]
         else:
             soft = [nn.functional.one_hot(lg.argmax(-1), lg.shape[-1]).to(mu.dtype) for lg in logits]
         recon = self.decoder(torch.cat([*soft, z], dim=1))

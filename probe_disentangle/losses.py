@@ -119,11 +119,16 @@ def kl_categorical_uniform(logits: Tensor) -> Tensor:
     return (logq.exp() * logq).sum(-1) + math.log(logits.shape[-1])
 
 
-def gumbel_softmax(logits: Tensor, temperature: float) -> Tensor:
+def gumbel_softmax(logits: Tensor, temperature: float, hard: bool = False) -> Tensor:
     """A relaxed one-hot sample (Jang et al. 2017; Maddison et al. 2017): softmax((logits + g) / τ)
-    with Gumbel noise g; differentiable in ``logits``."""
+    with Gumbel noise g; differentiable in ``logits``. ``hard``: the exact one-hot of the same
+    sample in the forward pass, the relaxed sample's gradient in the backward (straight-through)."""
     u = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
-    return torch.softmax((logits - torch.log(-torch.log(u))) / temperature, dim=-1)
+    soft = torch.softmax((logits - torch.log(-torch.log(u))) / temperature, dim=-1)
+    if not hard:
+        return soft
+    onehot = nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return onehot + soft - soft.detach()
 
 
 class JointCapacityLoss(nn.Module):

@@ -27,6 +27,17 @@ def test_gumbel_softmax_is_a_relaxed_sample_of_the_softmax():
     freq = torch.bincount(s.argmax(1), minlength=3).float() / 40_000  # Gumbel-max: argmax ~ Cat(probs)
     assert torch.allclose(freq, probs, atol=0.01)
     assert s.max(1).values.mean() > 0.9  # low temperature: nearly one-hot
+    # hard (straight-through): the same sample's exact one-hot forward, the relaxed gradient back
+    logits = probs.log().expand(8, 3).clone().requires_grad_()
+    torch.manual_seed(1)
+    soft = losses.gumbel_softmax(logits, temperature=0.5)
+    torch.manual_seed(1)
+    hard = losses.gumbel_softmax(logits, temperature=0.5, hard=True)
+    torch.testing.assert_close(hard.detach(), torch.nn.functional.one_hot(soft.argmax(1), 3).float())
+    weights = torch.tensor([1.0, -2.0, 3.0])
+    (g_hard,) = torch.autograd.grad((hard * weights).sum(), logits)
+    (g_soft,) = torch.autograd.grad((soft * weights).sum(), logits)
+    torch.testing.assert_close(g_hard, g_soft)
 
 
 def test_joint_capacity_loss_targets():
@@ -68,7 +79,12 @@ def _best_assignment_accuracy(pred: torch.Tensor, true: torch.Tensor, k: int) ->
     return max(float((torch.tensor(p)[pred] == true).float().mean()) for p in itertools.permutations(range(k)))
 
 
-def test_head_recovers_a_discrete_factor_and_the_probe_steers_it():
+@pytest.mark.parametrize(
+    ("decoder", "decoder_hidden", "lr"),
+    # the linear (additive, width 0) decoder learns its table by plain steps: a higher rate
+    [("mlp", 32, 2e-3), ("additive", 0, 1e-2)],
+)
+def test_head_recovers_a_discrete_factor_and_the_probe_steers_it(decoder, decoder_hidden, lr):
     torch.manual_seed(0)
     x, c = _discrete_world(4096)
     head = JointVAEHead(
@@ -81,9 +97,11 @@ def test_head_recovers_a_discrete_factor_and_the_probe_steers_it():
             c_cont_max=1.5,
             gamma=30.0,
             marginal_weight=10.0,
+            decoder=decoder,
+            decoder_hidden=decoder_hidden,
         )
     )
-    Trainer(head, TrainConfig(steps=1600, batch_size=256, lr=2e-3, progress=False)).fit(x)
+    Trainer(head, TrainConfig(steps=1600, batch_size=256, lr=lr, progress=False)).fit(x)
     head.eval()
     xt, ct = _discrete_world(2000, seed=1)
     codes = head.encode(xt)
