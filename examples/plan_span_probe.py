@@ -21,12 +21,14 @@ polarity at ≥ 0.99 / 0.00 / 1.00. Colour, tense and place stay below: latents 
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import numpy as np
 import torch
 
 from probe_disentangle import metrics
-from probe_disentangle.demo import plan_probe
+from probe_disentangle.adapters import attach
+from probe_disentangle.demo import fit_best_of, plan_probe
 from probe_disentangle.hosts import batches
 from probe_disentangle.metrics._utils import discrete_entropy
 from probe_disentangle.probe import Probe
@@ -51,27 +53,43 @@ def main() -> None:
     ap.add_argument("--strength", type=float, default=1.0, help="1: set a latent to the target class's mean code")
     ap.add_argument("--n-steer", type=int, default=50, help="generations per factor value")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--restarts", type=int, default=2, help="fits to choose from by held-out reconstruction")
     args = ap.parse_args()
 
-    torch.manual_seed(args.seed)
     model, world = load_factor_lm()
     span = (1, world.num_factors + 2)  # the tags and the colon
-    if args.head == "joint":
-        probe = plan_probe(model, world, args.hook, args.steps, marginal_weight=args.marginal_weight)
-    else:
+    _, tokens = world.sample(20_000, args.seed)
+    train = batches(torch.from_numpy(tokens).long(), 512)
+
+    def make() -> Probe:
+        if args.head == "joint":
+            return plan_probe(model, world, args.hook, args.steps, marginal_weight=args.marginal_weight)
         head_config = {
             "latent_dim": args.latents,
             "hidden": 256,
             "objective": "beta_tcvae",
             "objective_args": {"beta": args.beta},
         }
-        probe = Probe(model, args.hook, head_config=head_config, adapter_options={"span": span})
-    _, tokens = world.sample(20_000, args.seed)
-    probe.fit(
-        batches(torch.from_numpy(tokens).long(), 512),
-        TrainConfig(steps=args.steps, batch_size=512, lr=1e-3, seed=args.seed),
-        buffer_size=20_000,
-        normalizer_vectors=20_000,
+        return Probe(model, args.hook, head_config=head_config, adapter_options={"span": span})
+
+    def fit(probe: Probe, seed: int) -> None:
+        probe.fit(
+            train,
+            TrainConfig(steps=args.steps, batch_size=512, lr=1e-3, seed=seed),
+            buffer_size=20_000,
+            normalizer_vectors=20_000,
+            cache_dir=cache,  # the host runs once; later passes and restarts read the cache
+        )
+
+    # restarts are chosen by reconstruction of unlabelled plans (no factor labels)
+    _, unlabelled = world.sample(2000, args.seed + 2)
+    unlabelled = sequence_vectors(attach(model, span=span), args.hook, unlabelled)
+    seeds = [args.seed + r for r in range(args.restarts)]
+    with tempfile.TemporaryDirectory() as cache:
+        probe, explained = fit_best_of(make, fit, unlabelled, seeds)
+    print(
+        "explained variance per restart: "
+        + ", ".join(f"seed {s} {e:.3f}" for s, e in zip(seeds, explained, strict=True))
     )
 
     factors, held_out = world.sample(5000, args.seed + 1)

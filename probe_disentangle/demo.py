@@ -5,8 +5,9 @@ write ``report.json``, ``report.md`` and the saved probe."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from . import io, steering
+from .adapters import attach
 from .probe import Probe
 from .train import TrainConfig
 
@@ -35,13 +37,14 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
     # the plan probe: a joint (categorical + Gaussian) VAE head on the whole plan at once
-    # (off by default: its 3000 steps take ~2.5 min on 2 CPU cores)
+    # (off by default: two fits of 3000 steps and the steering take ~3 min on 2 CPU cores)
     plan_probe: bool = False
     plan_hook: str = "blocks.0.hook_resid_pre"
     plan_steps: int = 3000
     plan_batch_size: int = 512
     plan_n_train: int = 20_000
     plan_n_steer: int = 50
+    plan_restarts: int = 2
 
 
 def _linear_probe_accuracy(acts: np.ndarray, factors: np.ndarray, names, seed: int) -> dict[str, float]:
@@ -218,45 +221,86 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
 
 def plan_probe(model, world, hook: str, steps: int, marginal_weight: float = 1.0) -> Probe:
     """An unfitted joint VAE probe on a planned world's whole plan (tags and colon as one vector):
-    one 6-valued categorical latent per factor slot and 4 Gaussian ones, capacities rising over
-    60 % of ``steps``. The settings the demo and ``examples/plan_span_probe.py`` share."""
+    one 6-valued categorical latent per factor slot, a linear additive decoder (a point in
+    activation space per category of each latent, summed), capacities rising over 60 % of
+    ``steps``. The settings the demo and ``examples/plan_span_probe.py`` share.
+
+    Why these: on this plan (CPU, 3000 steps, 4 seeds each) MIG was 0.63–0.85 with the linear
+    additive decoder and no Gaussian latents, 0.20–0.73 with the MLP decoder and none, and
+    0.20–0.52 with the MLP decoder and 4 Gaussian latents, which took information from the
+    categorical ones (benchmarks/RESULTS.md)."""
     return Probe(
         model,
         hook,
         architecture="joint_vae_head",
         head_config={
             "categorical": [6] * world.num_factors,
-            "continuous": 4,
+            "continuous": 0,
             "hidden": 256,
             "gamma": 30.0,
-            "c_cont_max": 5.0,
             "c_disc_max": 14.0,
             "c_steps": max(1, int(0.6 * steps)),
             "marginal_weight": marginal_weight,
+            "decoder": "additive",
+            "decoder_hidden": 0,
         },
         adapter_options={"span": (1, world.num_factors + 2)},
     )
+
+
+def fit_best_of(
+    make: Callable[[], Probe], fit: Callable[[Probe, int], Any], held_out: torch.Tensor, seeds: Sequence[int]
+) -> tuple[Probe, list[float]]:
+    """Fit one probe per seed (``make()`` under ``torch.manual_seed(seed)``, then ``fit(probe, seed)``)
+    and keep the one that reconstructs the ``held_out`` activations best; also return every fit's
+    explained variance. With an additive decoder a fit that mixed two factors in one latent cannot
+    reconstruct exactly, so the choice needs no labels."""
+    if not seeds:
+        raise ValueError("fit_best_of needs at least one seed")
+    best, scores = None, []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        probe = make()
+        fit(probe, seed)
+        scores.append(probe.explained_variance(held_out))
+        if scores[-1] == max(scores):
+            best = probe
+    return best, scores
 
 
 def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """A joint VAE head on the plan (tags + colon as one vector: the adapter's span layout), its
     metrics, linear-probe accuracies on the same vectors, and steering against PCA on them."""
     names = world.factor_names
-    torch.manual_seed(cfg.seed)
-    probe = plan_probe(model, world, cfg.plan_hook, cfg.plan_steps)
-    span = probe.adapter.span
     toks = world.render(world.sample_factors(cfg.plan_n_train, rng))
     batches = [torch.as_tensor(toks[i : i + 512]) for i in range(0, len(toks), 512)]
-    train = TrainConfig(
-        steps=cfg.plan_steps, batch_size=cfg.plan_batch_size, lr=1e-3, progress=cfg.progress, seed=cfg.seed
+    # restarts are chosen by how well they reconstruct unlabelled held-out plans
+    unlabelled = steering.sequence_vectors(
+        attach(model, span=(1, world.num_factors + 2)), cfg.plan_hook, world.render(world.sample_factors(2000, rng))
     )
-    res = probe.fit(batches, train, buffer_size=cfg.plan_n_train, normalizer_vectors=cfg.plan_n_train)
-    log(
-        f"\nplan probe: joint VAE head on positions {span[0]}..{span[1] - 1} at {cfg.plan_hook}: "
-        + ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr"))
-    )
+
+    def fit(probe: Probe, seed: int) -> None:
+        train = TrainConfig(
+            steps=cfg.plan_steps, batch_size=cfg.plan_batch_size, lr=1e-3, progress=cfg.progress, seed=seed
+        )
+        res = probe.fit(
+            batches, train, buffer_size=cfg.plan_n_train, normalizer_vectors=cfg.plan_n_train, cache_dir=cache
+        )
+        log(
+            f"\nplan probe (seed {seed}): joint VAE head on the plan at {cfg.plan_hook}: explained variance "
+            f"{probe.explained_variance(unlabelled):.3f}; "
+            + ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr"))
+        )
+
+    seeds = [cfg.seed + r for r in range(cfg.plan_restarts)]
+    # the host runs once over the training plans; every later pass and restart reads the cache
+    with tempfile.TemporaryDirectory() as cache:
+        probe, explained = fit_best_of(
+            lambda: plan_probe(model, world, cfg.plan_hook, cfg.plan_steps), fit, unlabelled, seeds
+        )
     f_eval = world.sample_factors(cfg.n_eval, rng)
     acts = steering.sequence_vectors(probe.adapter, cfg.plan_hook, world.render(f_eval))
+    span = probe.adapter.span
     codes = probe.encode(acts).numpy()
     linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
     mig = _per_factor_mig(codes, f_eval, names)
@@ -297,6 +341,7 @@ def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[st
         "steering": results["joint_vae"],
         "baselines": {"pca": results["pca"]},
         "factors_at_floor": passing,
+        "restarts": {"seeds": seeds, "explained_variance": explained, "chosen": seeds[explained.index(max(explained))]},
     }
 
 

@@ -173,6 +173,15 @@ class Probe:
         out = self.head.decode(z.to(self._param_device()).float())
         return self.normalizer.inverse(out) if self.normalizer is not None else out
 
+    @torch.no_grad()
+    def explained_variance(self, activations: Tensor) -> float:
+        """1 − Σ‖x − dec(enc(x))‖² / Σ‖x − x̄‖² over ``activations`` (normalised units): how much of
+        them the head reconstructs from its codes. Needs no labels, so it can choose between fits."""
+        z = self.encode(activations)
+        x = self._norm(activations.to(z.device).float())
+        recon = self._norm(self.decode(z))
+        return float(1 - ((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+
     def _delta(self, x_norm: Tensor, edits: Edits) -> Tensor:
         """dec(z') − dec(z) in normalised units (VAE), or the generator's mean change (InfoGAN)."""
         if isinstance(self.head, (VAEHead, JointVAEHead)):

@@ -74,6 +74,10 @@ def test_additive_vae_head_steers_with_one_vector_per_latent_and_saves(tmp_path)
     delta = probe.edit_vectors(x[:20], {1: 1.0}) - probe.edit_vectors(x[:20], {1: -1.0})
     torch.testing.assert_close(delta, delta[:1].expand_as(delta), atol=1e-4, rtol=1e-4)
     assert float(delta.norm()) > 0
+    # three latents hold the rank-3 data: nearly all of its variance comes back; untrained, little
+    assert probe.explained_variance(x) > 0.9
+    untrained = VAEHead(VAEHeadConfig(d_in=8, latent_dim=3, hidden=32, decoder="additive", decoder_hidden=8))
+    assert Probe(torch.nn.Sequential(torch.nn.Identity()), "0", head=untrained).explained_variance(x) < 0.5
     io.save(head, tmp_path / "h")
     back = io.load(tmp_path / "h")
     assert back.config.decoder == "additive" and isinstance(back.decoder, AdditiveDecoder)

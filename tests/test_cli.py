@@ -113,11 +113,13 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
     out = tmp_path / "plan"
     args = ["fit", "factor_lm", "--hook", "blocks.0.hook_resid_pre", "--out", str(out), "--steps", "5"]
     args += ["--categorical", "3,2", "--latents", "1", "--span", "1,10", "--sequences", "300", "--no-progress"]
-    assert cli.main([*args, "--batch-size", "64"]) == 0
+    assert cli.main([*args, "--batch-size", "64", "--decoder", "additive", "--decoder-hidden", "0"]) == 0
     assert "joint VAE head (2 categorical + 1 Gaussian latents)" in capsys.readouterr().out
     meta = json.loads((out / "probe.json").read_text())
     assert meta["architecture"] == "joint_vae_head" and meta["adapter_options"]["span"] == [1, 10]
     assert meta["d_in"] == 9 * 64 and meta["latent_dim"] == 3
+    head_config = json.loads((out / "head" / "config.json").read_text())["config"]
+    assert head_config["decoder"] == "additive" and head_config["decoder_hidden"] == 0
     # eval reads the span vectors, from the world and from a label file (positions are refused)
     from safetensors.torch import save_file
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from probe_disentangle.demo import DemoConfig, run_demo
+from probe_disentangle.demo import DemoConfig, fit_best_of, run_demo
 
 pytest.importorskip("transformer_lens")
 
@@ -22,6 +22,7 @@ def test_demo_writes_a_complete_report(tmp_path):
         plan_batch_size=128,
         plan_n_train=512,
         plan_n_steer=4,
+        plan_restarts=2,
     )
     lines = []
     report = run_demo(cfg, log=lines.append)
@@ -39,5 +40,28 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert plan["span"] == [1, 10] and set(plan["steering"]) == set(on_disk["steering"])
     assert set(plan["baselines"]) == {"pca"} and 0.0 <= plan["mig"] <= 1.0
     assert (tmp_path / "demo" / "plan_probe" / "probe.json").is_file()
+    restarts = plan["restarts"]
+    assert restarts["seeds"] == [0, 1] and len(restarts["explained_variance"]) == 2
+    assert (
+        restarts["chosen"]
+        == restarts["seeds"][restarts["explained_variance"].index(max(restarts["explained_variance"]))]
+    )
     assert "## Plan probe" in (tmp_path / "demo" / "report.md").read_text()
     assert any("steering" in line for line in lines)
+
+
+def test_fit_best_of_keeps_the_fit_that_reconstructs_best():
+    class Fake:
+        def __init__(self, ev):
+            self.ev, self.fitted_with = ev, None
+
+        def explained_variance(self, held_out):
+            return self.ev
+
+    evs = iter([0.2, 0.9, 0.5])
+    best, scores = fit_best_of(
+        lambda: Fake(next(evs)), lambda p, seed: setattr(p, "fitted_with", seed), None, [4, 5, 6]
+    )
+    assert scores == [0.2, 0.9, 0.5] and best.ev == 0.9 and best.fitted_with == 5
+    with pytest.raises(ValueError, match="at least one seed"):
+        fit_best_of(lambda: Fake(0.1), lambda p, s: None, None, [])
