@@ -331,6 +331,12 @@ def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[st
             f"   {q['success']:.2f} {q['leakage']:.2f} {q['parse_rate']:.2f}"
         )
     log(f"factors steered at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate: {passing or 'none'}")
+    traversals = _plan_traversals(probe, model, world, alignment, passing or names[:3], cfg.seed + 7)
+    log("traversals of the plan probe (one latent through its values, the same sampling seed):")
+    for t in traversals:
+        log(f"  latent {t['latent']} (aligned with {t['factor']}):")
+        for row in t["samples"]:
+            log(f"    {row['value']:>2}  {row['text']}")
     probe.save_pretrained(out / "plan_probe")
     return {
         "hook": cfg.plan_hook,
@@ -341,8 +347,27 @@ def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[st
         "steering": results["joint_vae"],
         "baselines": {"pca": results["pca"]},
         "factors_at_floor": passing,
+        "traversals": traversals,
         "restarts": {"seeds": seeds, "explained_variance": explained, "chosen": seeds[explained.index(max(explained))]},
     }
+
+
+def _plan_traversals(probe: Probe, model, world, alignment, factors, seed: int) -> list[dict[str, Any]]:
+    """For each named factor, its aligned categorical latent set to each of its values in turn,
+    one generation each from the same sampling seed: only that factor should change."""
+    tok = world.tokenizer
+    out = []
+    for name in factors:
+        latent = int(alignment[world.factor_names.index(name)])
+        if latent not in probe.categorical_codes:
+            continue  # a Gaussian latent has no values to list
+        rows = []
+        for v in range(probe.head.config.categorical[latent]):
+            with probe.steer(model, {latent: float(v)}):
+                s = steering.sample_tokens(model, 1, tok.bos_id, tok.eos_id, tok.pad_id, world.max_length, seed=seed)
+            rows.append({"value": v, "text": tok.decode(s[0])})
+        out.append({"latent": latent, "factor": name, "samples": rows})
+    return out
 
 
 def _markdown(report: dict[str, Any], names) -> str:
@@ -389,6 +414,13 @@ def _markdown(report: dict[str, Any], names) -> str:
                 f"{r['success']:.2f} / {r['leakage']:.2f} / {r['parse_rate']:.2f} | "
                 f"{q['success']:.2f} / {q['leakage']:.2f} / {q['parse_rate']:.2f} |"
             )
+        for t in plan.get("traversals", []):
+            lines += [
+                "",
+                f"Latent {t['latent']} (aligned with {t['factor']}) through its values, same sampling seed:",
+                "",
+            ]
+            lines += [f"- {row['value']}: `{row['text']}`" for row in t["samples"]]
     return "\n".join(lines) + "\n"
 
 

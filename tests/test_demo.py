@@ -40,6 +40,8 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert plan["span"] == [1, 10] and set(plan["steering"]) == set(on_disk["steering"])
     assert set(plan["baselines"]) == {"pca"} and 0.0 <= plan["mig"] <= 1.0
     assert (tmp_path / "demo" / "plan_probe" / "probe.json").is_file()
+    assert plan["traversals"] and all(len(t["samples"]) == 6 for t in plan["traversals"])
+    assert "through its values" in (tmp_path / "demo" / "report.md").read_text()
     restarts = plan["restarts"]
     assert restarts["seeds"] == [0, 1] and len(restarts["explained_variance"]) == 2
     assert (
