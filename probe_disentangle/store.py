@@ -189,6 +189,8 @@ class ActivationStore:
     def __iter__(self) -> Iterator[Tensor]:
         """One pass over the data as shuffled batches (the last partial batch is dropped)."""
         buf = torch.empty(0, device=self.device, dtype=self.dtype)
+        pending: list[Tensor] = []  # chunks not yet in buf: one concatenation per refill, not per chunk
+        n_pending = 0
         d = None
         seen_before = self.vectors_seen
         for chunk in self.chunks():
@@ -198,12 +200,19 @@ class ActivationStore:
             if d is None:
                 d = chunk.shape[1]
                 buf = torch.empty(0, d, device=self.device, dtype=self.dtype)
-            buf = torch.cat([buf, chunk])
+            pending.append(chunk)
+            n_pending += chunk.shape[0]
+            if buf.shape[0] + n_pending < self.buffer_size:
+                continue
+            buf = torch.cat([buf, *pending])
+            pending, n_pending = [], 0
             while buf.shape[0] >= self.buffer_size:
                 buf = buf[self._perm(buf.shape[0])]
                 half = max(self.batch_size, (buf.shape[0] // 2) // self.batch_size * self.batch_size)
                 serve, buf = buf[:half], buf[half:]  # serve half, keep half to mix with fresh vectors
                 yield from self._batches(serve)
+        if pending:
+            buf = torch.cat([buf, *pending])
         if self.vectors_seen - seen_before < self.batch_size:
             raise ValueError(
                 f"the data gave {self.vectors_seen - seen_before} activation vectors, fewer than one batch of "
