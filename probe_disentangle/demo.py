@@ -37,7 +37,7 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
     # the plan probe: a joint (categorical + Gaussian) VAE head on the whole plan at once
-    # (off by default: two fits of 3000 steps and the steering take ~3 min on 2 CPU cores)
+    # (off by default: two fits of 3000 steps and the steering take ~2.5 min on 2 CPU cores)
     plan_probe: bool = False
     plan_hook: str = "blocks.0.hook_resid_pre"
     plan_steps: int = 3000
