@@ -27,7 +27,7 @@ import torch
 
 from probe_disentangle import metrics
 from probe_disentangle.adapters import attach
-from probe_disentangle.demo import fit_best_of, plan_probe
+from probe_disentangle.demo import fit_best_of, plan_probe, plan_span
 from probe_disentangle.hosts import batches
 from probe_disentangle.metrics._utils import discrete_entropy
 from probe_disentangle.probe import Probe
@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
 
     model, world = load_factor_lm()
-    span = (1, world.num_factors + 2)  # the tags and the colon
+    span = plan_span(world)  # the tags and the colon
     _, tokens = world.sample(20_000, args.seed)
     train = batches(torch.from_numpy(tokens).long(), 512)
 

@@ -219,6 +219,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     return report
 
 
+def plan_span(world) -> tuple[int, int]:
+    """The token positions of a planned world's plan: its tags and the colon (BOS is 0)."""
+    return (1, world.num_factors + 2)
+
+
 def plan_probe(model, world, hook: str, steps: int, marginal_weight: float = 1.0) -> Probe:
     """An unfitted joint VAE probe on a planned world's whole plan (tags and colon as one vector):
     one 6-valued categorical latent per factor slot, a linear additive decoder (a point in
@@ -244,7 +249,7 @@ def plan_probe(model, world, hook: str, steps: int, marginal_weight: float = 1.0
             "decoder": "additive",
             "decoder_hidden": 0,
         },
-        adapter_options={"span": (1, world.num_factors + 2)},
+        adapter_options={"span": plan_span(world)},
     )
 
 
@@ -276,7 +281,7 @@ def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[st
     batches = [torch.as_tensor(toks[i : i + 512]) for i in range(0, len(toks), 512)]
     # restarts are chosen by how well they reconstruct unlabelled held-out plans
     unlabelled = steering.sequence_vectors(
-        attach(model, span=(1, world.num_factors + 2)), cfg.plan_hook, world.render(world.sample_factors(2000, rng))
+        attach(model, span=plan_span(world)), cfg.plan_hook, world.render(world.sample_factors(2000, rng))
     )
 
     def fit(probe: Probe, seed: int) -> None:

@@ -177,9 +177,9 @@ class Probe:
     def explained_variance(self, activations: Tensor) -> float:
         """1 − Σ‖x − dec(enc(x))‖² / Σ‖x − x̄‖² over ``activations`` (normalised units): how much of
         them the head reconstructs from its codes. Needs no labels, so it can choose between fits."""
-        z = self.encode(activations)
+        z = self.encode(activations)  # checks the head and puts it in eval mode
         x = self._norm(activations.to(z.device).float())
-        recon = self._norm(self.decode(z))
+        recon = self.head.decode(z)  # normalised units, as the head sees them
         return float(1 - ((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
 
     def _delta(self, x_norm: Tensor, edits: Edits) -> Tensor:

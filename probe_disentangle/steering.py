@@ -114,10 +114,8 @@ def sequence_vectors(
     for s, (t, act) in zip(
         range(0, len(tokens), batch), hook_tensors(adapter, hook, tokens, batch, device), strict=True
     ):
-        if span is not None:
-            if act.shape[1] < span[1]:
-                raise ValueError(f"sequences of {act.shape[1]} tokens are shorter than the probe's span {tuple(span)}")
-            out.append(act[:, span[0] : span[1]].reshape(len(t), -1).cpu().float())
+        if span is not None:  # the adapter's own span layout (and its checks)
+            out.append(adapter.to_vectors(act, t).vectors.cpu().float())
         else:
             pos = torch.full((len(t),), act.shape[1] - 1) if positions is None else positions[s : s + batch]
             out.append(act[torch.arange(len(t)), pos.to(act.device)].cpu().float())
