@@ -51,6 +51,10 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=None, help="tokens per sequence (default: the host's)")
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--head-batch", type=int, default=4096)
+    ap.add_argument(
+        "--tc-batch", type=int, default=None, help="estimate TC on this many of each head batch (default: all)"
+    )
+    ap.add_argument("--check-every", type=int, default=None, help="non-finite guard reads (default: the device's)")
     ap.add_argument("--out", default="benchmarks/results/pipeline.json")
     args = ap.parse_args()
     from probe_disentangle.adapters import attach
@@ -84,11 +88,17 @@ def main() -> None:
             latent_dim=32,
             hidden=512 if args.host != "factor_lm" else 128,
             objective="beta_tcvae",
-            objective_args={"beta": 6.0},
+            objective_args={"beta": 6.0, "tc_batch": args.tc_batch},
         ),
     )
     train = TrainConfig(
-        steps=steps, batch_size=args.head_batch, lr=1e-3, progress=False, log_every=10**9, device=args.device
+        steps=steps,
+        batch_size=args.head_batch,
+        lr=1e-3,
+        progress=False,
+        log_every=10**9,
+        device=args.device,
+        check_every=args.check_every,
     )
     warm = -(-2 * args.head_batch // (args.batch * (seq - 1)))  # batches for two head batches
     probe.fit(
@@ -117,14 +127,20 @@ def main() -> None:
         "dtype": str(dtype),
         "batch": f"{args.batch}x{seq}",
         "head_steps": steps,
+        "head_batch": args.head_batch,
+        "tc_batch": args.tc_batch,
+        "check_every": args.check_every,
         "forward_tok_s": round(tokens / t_fwd),
         "fit_tok_s": round(tokens / t_fit),
         "ratio": round(t_fwd / t_fit, 3),
         "forward_ms_per_batch": round(1000 * t_fwd / args.batches, 2),
     }
-    print(f"{'host':<12} {'device':<26} {'batch':>9} {'forward tok/s':>14} {'fit tok/s':>10} {'ratio':>6}")
+    hdr = f"{'host':<12} {'device':<26} {'batch':>9} {'head/tc batch':>14} {'forward tok/s':>14} {'fit tok/s':>10}"
+    print(hdr + f" {'ratio':>6}")
+    hb = f"{args.head_batch}/{args.tc_batch or args.head_batch}"
     print(
-        f"{row['host']:<12} {row['device']:<26} {row['batch']:>9} {row['forward_tok_s']:>14,} {row['fit_tok_s']:>10,} {row['ratio']:>6.3f}"
+        f"{row['host']:<12} {row['device']:<26} {row['batch']:>9} {hb:>14} {row['forward_tok_s']:>14,} "
+        f"{row['fit_tok_s']:>10,} {row['ratio']:>6.3f}"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(

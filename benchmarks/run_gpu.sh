@@ -26,6 +26,12 @@ log "pipeline"
 timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --out "$OUT/pipeline_h100.json" 2>&1 | tail -3
 timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --head-batch 8192 \
     --out "$OUT/pipeline_h100_hb8192.json" 2>&1 | tail -2
+for hb in 4096 8192; do for tb in 512 1024; do
+  timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --head-batch $hb --tc-batch $tb \
+      --out "$OUT/pipeline_h100_hb${hb}_tc${tb}.json" 2>&1 | tail -2 | head -1
+done; done
+timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --head-batch 8192 --tc-batch 1024 --check-every 1 \
+    --out "$OUT/pipeline_h100_hb8192_tc1024_sync.json" 2>&1 | tail -2 | head -1
 
 # what is left, less ~100 s for scoring and saving, goes to training
 BUDGET=$(( TOTAL - SECONDS - 110 ))

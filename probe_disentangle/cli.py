@@ -103,6 +103,10 @@ def _fit(args: argparse.Namespace) -> int:
     objective_args = dict(json.loads(args.objective_args)) if args.objective_args else {}
     if args.beta is not None:
         objective_args["beta"] = args.beta
+    if args.tc_batch is not None:
+        if args.objective != "beta_tcvae" or args.categorical:
+            raise ValueError("--tc-batch applies to the beta_tcvae objective of a Gaussian head; drop it")
+        objective_args["tc_batch"] = args.tc_batch
     if args.categorical:  # a joint VAE head: categorical latents beside --latents Gaussian ones
         try:
             cats = [int(v) for v in args.categorical.split(",")]
@@ -375,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1024, help="activation vectors per head step")
+    p.add_argument(
+        "--tc-batch",
+        type=int,
+        default=None,
+        help="β-TCVAE: estimate the total correlation on this many vectors of each batch (cost M² not B²)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--buffer", type=int, default=65_536, help="shuffle-buffer size (vectors)")
     p.add_argument("--no-progress", action="store_true")

@@ -398,7 +398,13 @@ def _check_latents(z: Tensor, mu: Tensor, logvar: Tensor) -> None:
 
 
 def tc_decomposition(
-    z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: float, estimator: str = "mss", **kw
+    z: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    dataset_size: float,
+    estimator: str = "mss",
+    subset: Tensor | None = None,
+    **kw,
 ) -> dict[str, Tensor]:
     """β-TCVAE decomposition of the KL term (Chen et al. 2018, eq. 2), batch means.
 
@@ -406,17 +412,24 @@ def tc_decomposition(
     ``tc``  = E[log q(z) − Σ_k log q(z_k)]            (total correlation)
     ``dwkl`` = E[Σ_k log q(z_k) − log p(z)]           (dimension-wise KL)
     so mi + tc + dwkl = E[log q(z|x) − log p(z)], the single-sample estimate of the KL term.
-    ``z`` must be a sample of q(z|x) (reparameterised for gradients).
+    ``z`` must be a sample of q(z|x) (reparameterised for gradients). ``subset`` (indices into the
+    batch): estimate log q(z) and log q(z_k) on those rows only, as a batch of their own; the
+    log q(z|x) and log p(z) means still use every row, so the three terms keep summing to the
+    whole batch's KL estimate.
     """
-    joint, marg = log_qz(z, mu, logvar, dataset_size, estimator, **kw)
+    if subset is None:
+        joint, marg = log_qz(z, mu, logvar, dataset_size, estimator, **kw)
+    else:
+        joint, marg = log_qz(z[subset], mu[subset], logvar[subset], dataset_size, estimator, **kw)
     dtype = joint.dtype
     z32, mu32, lv32 = z.to(dtype), mu.to(dtype), logvar.to(dtype)
     log_qz_x = gaussian_log_density(z32, mu32, lv32).sum(1)
     log_pz = gaussian_log_density(z32, torch.zeros_like(z32), torch.zeros_like(z32)).sum(1)
+    joint_m, marg_m = joint.mean(), marg.sum(1).mean()
     return {
-        "mi": (log_qz_x - joint).mean(),
-        "tc": (joint - marg.sum(1)).mean(),
-        "dwkl": (marg.sum(1) - log_pz).mean(),
+        "mi": log_qz_x.mean() - joint_m,
+        "tc": joint_m - marg_m,
+        "dwkl": marg_m - log_pz.mean(),
     }
 
 
@@ -546,6 +559,13 @@ class BetaTCVAELoss(_VAEObjective):
     N = ∞ the MSS weights drop each sample's own posterior, and then shrinking the posterior
     variances drives the TC estimate to −∞: seen on transformer activations as losses of 1e12.
     :meth:`probe_disentangle.Probe.fit` fills it in from the training run when it is missing.)
+
+    ``tc_batch`` = M < B estimates log q(z) and log q(z_k) (the B×B×K part) on M samples drawn at
+    random from the batch, which serve as both queries and references, exactly as a batch of M
+    would; log q(z|x) and log p(z) still use the whole batch, so MI + TC + DWKL stays the batch's
+    KL estimate. The cost of the estimator falls from B²K to M²K: a large batch keeps its cheap
+    reconstruction and KL gradients without the quadratic price (a GPU head's pair term would
+    otherwise dominate each step).
     """
 
     def __init__(
@@ -555,6 +575,7 @@ class BetaTCVAELoss(_VAEObjective):
         gamma: float = 1.0,
         dataset_size: float | None = None,
         estimator: str = "mss",
+        tc_batch: int | None = None,
         **kw,
     ) -> None:
         super().__init__(**kw)
@@ -565,6 +586,9 @@ class BetaTCVAELoss(_VAEObjective):
             raise ValueError(f"dataset_size must be a finite number of training examples, got {dataset_size}")
         self.dataset_size = None if dataset_size is None else float(dataset_size)
         self.estimator = estimator
+        if tc_batch is not None and int(tc_batch) < 2:
+            raise ValueError(f"tc_batch must be ≥ 2 samples (or None for the whole batch), got {tc_batch}")
+        self.tc_batch = None if tc_batch is None else int(tc_batch)
 
     def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
         rec, kl = self._recon_kl(x, recon, mu, logvar)
@@ -573,7 +597,10 @@ class BetaTCVAELoss(_VAEObjective):
                 "β-TCVAE needs dataset_size, the number of training examples: pass objective_args="
                 "{'dataset_size': N} (Probe.fit fills it in from the run)"
             )
-        parts = tc_decomposition(z, mu, logvar, max(self.dataset_size, z.shape[0]), self.estimator)
+        subset = None
+        if self.tc_batch is not None and self.tc_batch < z.shape[0]:
+            subset = torch.randperm(z.shape[0], device=z.device)[: self.tc_batch]
+        parts = tc_decomposition(z, mu, logvar, max(self.dataset_size, z.shape[0]), self.estimator, subset=subset)
         total = rec + self.alpha * parts["mi"] + self.beta * parts["tc"] + self.gamma * parts["dwkl"]
         return LossResult(total, {"recon": rec, "kl": kl, **parts})
 

@@ -29,9 +29,10 @@ def test_fit_eval_steer_on_the_shipped_lm(tmp_path, capsys):
     out = tmp_path / "probe"
     common = ["--sequences", "600", "--no-progress"]
     args = ["fit", "factor_lm", "--hook", "blocks.1.hook_resid_post", "--out", str(out), "--steps", "20"]
-    assert cli.main([*args, "--latents", "4", "--batch-size", "256", *common]) == 0
+    assert cli.main([*args, "--latents", "4", "--batch-size", "256", "--tc-batch", "64", *common]) == 0
     assert (out / "probe.json").is_file() and (out / "directions.safetensors").is_file()
     assert "fitted beta_tcvae head (4 latents)" in capsys.readouterr().out
+    assert json.loads((out / "head" / "config.json").read_text())["config"]["objective_args"]["tc_batch"] == 64
     # refusing to overwrite keeps the saved probe intact
     before = (out / "directions.safetensors").read_bytes()
     assert cli.main([*args, *common]) == 2
@@ -113,6 +114,8 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
     out = tmp_path / "plan"
     args = ["fit", "factor_lm", "--hook", "blocks.0.hook_resid_pre", "--out", str(out), "--steps", "5"]
     args += ["--categorical", "3,2", "--latents", "1", "--span", "1,10", "--sequences", "300", "--no-progress"]
+    assert cli.main([*args, "--tc-batch", "32"]) == 2
+    assert "--tc-batch applies to the beta_tcvae objective of a Gaussian head" in capsys.readouterr().err
     assert cli.main([*args, "--batch-size", "64", "--decoder", "additive", "--decoder-hidden", "0"]) == 0
     assert "joint VAE head (2 categorical + 1 Gaussian latents)" in capsys.readouterr().out
     meta = json.loads((out / "probe.json").read_text())

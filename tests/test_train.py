@@ -8,7 +8,7 @@ import torch
 from probe_disentangle import io
 from probe_disentangle.heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig
 from probe_disentangle.losses import LossResult
-from probe_disentangle.train import NonFiniteError, TrainConfig, Trainer, _lr_lambda
+from probe_disentangle.train import DeferredNonFiniteError, NonFiniteError, TrainConfig, Trainer, _lr_lambda
 
 
 def _data(n=256, d=10):
@@ -87,6 +87,42 @@ def test_nonfinite_input_stops_with_step_and_keeps_checkpoint(tmp_path):
     assert err.value.step == 4
     restored = io.load(err.value.checkpoint)
     assert _same(restored, head)  # nothing was updated with the bad batch
+
+
+def test_deferred_guard_reports_the_window_and_saves_no_bad_checkpoint(tmp_path):
+    # check_every = 4 (the CUDA default is 32): a NaN batch at step 5 is found at the check after
+    # step 8, reported as the window 4..7, and no checkpoint is written from the bad parameters
+    x = _data(64)
+    bad = x.clone()
+    bad[5, 3] = float("nan")
+    batches = [x[:32], x[32:], x[:32], x[32:], x[:32], bad, x[:32], x[32:], x[:32]]
+    head = _head()
+    t = Trainer(head, _cfg(steps=12, checkpoint_every=4, checkpoint_dir=str(tmp_path), check_every=4))
+    assert t.check_every == 4
+    with pytest.raises(DeferredNonFiniteError, match=r"between steps 4 and 7.*step_00000004") as err:
+        t.fit(batches)
+    assert isinstance(err.value, NonFiniteError) and err.value.step == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("step_")) == ["step_00000004"]
+    restored = io.load(err.value.checkpoint)
+    assert all(torch.isfinite(p).all() for p in restored.parameters())
+
+
+def test_deferred_guard_reads_at_the_end_of_fit():
+    # a bad last batch inside an unfinished window is still caught when fit returns
+    x = _data(64)
+    bad = x.clone()
+    bad[0, 0] = float("inf")
+    t = Trainer(_head(), _cfg(steps=3, check_every=100))
+    with pytest.raises(DeferredNonFiniteError, match=r"between steps 0 and 2"):
+        t.fit([x[:32], x[32:], bad])
+    clean = Trainer(_head(), _cfg(steps=3, check_every=100))
+    assert clean.fit([x[:32], x[32:], x[:32]]).step == 3
+
+
+def test_check_every_defaults_by_device_and_is_validated():
+    assert Trainer(_head(), _cfg(steps=1, device="cpu")).check_every == 1
+    with pytest.raises(ValueError, match="check_every must be ≥ 1"):
+        TrainConfig(check_every=0)
 
 
 class _ExplodingHead(VAEHead):
