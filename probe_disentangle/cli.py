@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--plan-probe",
         action="store_true",
-        help="also fit a joint VAE probe on the whole plan (best of 2 fits) and steer with it (+2.5 min)",
+        help="also fit a joint VAE probe on the whole plan (2 fits, one kept without labels) and steer with it (+3 min)",
     )
     p.set_defaults(fn=_demo)
     p = sub.add_parser(

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from probe_disentangle.demo import DemoConfig, fit_best_of, run_demo
 
@@ -44,26 +46,46 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert "through its values" in (tmp_path / "demo" / "report.md").read_text()
     restarts = plan["restarts"]
     assert restarts["seeds"] == [0, 1] and len(restarts["explained_variance"]) == 2
-    assert (
-        restarts["chosen"]
-        == restarts["seeds"][restarts["explained_variance"].index(max(restarts["explained_variance"]))]
-    )
+    assert len(restarts["mutual_info"]) == 2 and all(m >= 0 for m in restarts["mutual_info"])
+    assert restarts["chosen"] in restarts["seeds"]
     assert "## Plan probe" in (tmp_path / "demo" / "report.md").read_text()
     assert any("steering" in line for line in lines)
 
 
-def test_fit_best_of_keeps_the_fit_that_reconstructs_best():
-    class Fake:
-        def __init__(self, ev):
-            self.ev, self.fitted_with = ev, None
+def test_fit_best_of_reconstruction_first_then_the_most_independent_codes():
+    g = torch.Generator().manual_seed(0)
+    held_out = torch.randn(3000, 2, generator=g)
+    a = torch.randint(0, 6, (3000,), generator=g).float()
+    b = torch.randint(0, 6, (3000,), generator=g).float()
 
-        def explained_variance(self, held_out):
+    class Fake:
+        """Reports a set explained variance; its codes are two independent columns or a
+        column and its copy (dependent: mutual information log 6)."""
+
+        def __init__(self, ev, dependent):
+            self.ev, self.dependent, self.fitted_with = ev, dependent, None
+
+        def explained_variance(self, x):
+            assert x is held_out
             return self.ev
 
-    evs = iter([0.2, 0.9, 0.5])
+        def encode(self, x):
+            return torch.stack([a, a if self.dependent else b], 1)
+
+    specs = iter([(0.5, False), (0.995, True), (0.99, False), (0.9, False)])
     best, scores = fit_best_of(
-        lambda: Fake(next(evs)), lambda p, seed: setattr(p, "fitted_with", seed), None, [4, 5, 6]
+        lambda: Fake(*next(specs)), lambda p, seed: setattr(p, "fitted_with", seed), held_out, [4, 5, 6, 7]
     )
-    assert scores == [0.2, 0.9, 0.5] and best.ev == 0.9 and best.fitted_with == 5
+    # seeds 5 and 6 reconstruct within 0.01 of the best; 6's codes are independent, 5's are not
+    assert best.fitted_with == 6 and [s["chosen"] for s in scores] == [False, False, True, False]
+    assert [s["seed"] for s in scores] == [4, 5, 6, 7]
+    assert scores[1]["mutual_info"] == pytest.approx(np.log(6), abs=0.01)
+    assert scores[2]["mutual_info"] < 0.01
+    # with no tolerance, reconstruction alone decides
+    specs = iter([(0.5, False), (0.995, True), (0.99, False)])
+    best, _ = fit_best_of(
+        lambda: Fake(*next(specs)), lambda p, s: setattr(p, "fitted_with", s), held_out, [4, 5, 6], 0.0
+    )
+    assert best.fitted_with == 5
     with pytest.raises(ValueError, match="at least one seed"):
-        fit_best_of(lambda: Fake(0.1), lambda p, s: None, None, [])
+        fit_best_of(lambda: Fake(0.1, False), lambda p, s: None, held_out, [])
