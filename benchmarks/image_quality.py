@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from probe_disentangle import TrainConfig, Trainer, losses, metrics, save
+from probe_disentangle.constants import LATEST_FILE
 from probe_disentangle.image_models import ConvVAE, ConvVAEConfig
 from probe_disentangle.worlds import Sprites
 
@@ -71,6 +72,11 @@ def parse_objective(spec: str) -> tuple[str, dict]:
     return name, args
 
 
+def run_name(spec: str, seed: int) -> str:
+    """A folder name for one (objective, seed) run."""
+    return f"{spec.replace(':', '-').replace(';', '-').replace('=', '')}-seed{seed}"
+
+
 def run_one(job: dict) -> dict:
     """Train and score one (objective, seed); a failure is reported in its row, not raised, so the
     other runs' results survive. Each row is also appended to ``<out>.jsonl`` as it finishes."""
@@ -104,6 +110,7 @@ def _run_one(job: dict) -> dict:
     seed = job["seed"]
     torch.manual_seed(seed)
     model = ConvVAE(ConvVAEConfig(latent_dim=args["latent_dim"], objective=name, objective_args=objective_args))
+    ckpt = Path(args["checkpoint_dir"]) / run_name(job["spec"], seed) if args.get("checkpoint_dir") else None
     cfg = TrainConfig(
         steps=args["steps"],
         batch_size=args["batch_size"],
@@ -112,8 +119,16 @@ def _run_one(job: dict) -> dict:
         seed=seed,
         progress=False,
         amp=args["amp"],
+        checkpoint_dir=str(ckpt) if ckpt else None,
+        keep_checkpoints=1,
     )
     trainer = Trainer(model, cfg)
+    # a run with a checkpoint carries on from it: training adds up over several time-limited sessions
+    resume = ckpt is not None and (ckpt / LATEST_FILE).is_file()
+    if resume:
+        trainer.fit(train, resume=True, until=0)  # loads the state; trains nothing
+        print(f"{job['spec']:<16} seed {seed}: resumed at step {trainer.step}", flush=True)
+    start = trainer.step
     t0 = time.perf_counter()
     budget = args["time_budget"] or math.inf
     while trainer.step < cfg.steps and time.perf_counter() - t0 < budget:
@@ -140,13 +155,14 @@ def _run_one(job: dict) -> dict:
             num_variance_estimate=args["fvae_votes"],
         )["eval_accuracy"],
         "recon": reconstruction_nll(model, ev, device),
-        "images_per_s": trainer.step * cfg.batch_size / secs,
+        "images_per_s": (trainer.step - start) * cfg.batch_size / max(secs, 1e-9),
         "train_seconds": secs,
+        "images_seen": trainer.step * cfg.batch_size,
     }
     if args["save_dir"]:
         save(
             model.cpu(),
-            Path(args["save_dir"]) / f"{job['spec'].replace(':', '-').replace(';', '-')}-seed{seed}",
+            Path(args["save_dir"]) / run_name(job["spec"], seed),
             extra={"benchmark": {k: v for k, v in row.items() if k != "objective_args"}},
         )
     print(f"{job['spec']:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
@@ -189,6 +205,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--time-budget", type=float, default=0.0, help="seconds of training per run (0: no limit)")
     ap.add_argument("--save-dir", default="", help="save every trained model here")
+    ap.add_argument(
+        "--checkpoint-dir",
+        default="",
+        help="checkpoint each run here (every 250 steps) and resume from it when present, so that "
+        "time-limited sessions add up",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "image_quality.json"))
     args = ap.parse_args()
     out = Path(args.out)
