@@ -33,6 +33,8 @@ def _info(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    if args.plan_restarts < 1:
+        raise ValueError(f"--plan-restarts must be ≥ 1, got {args.plan_restarts}")
     cfg = DemoConfig(
         out=args.out,
         hook=args.hook,
@@ -42,6 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
         strength=args.strength,
         progress=not args.no_progress,
         plan_probe=args.plan_probe,
+        plan_restarts=args.plan_restarts,
     )
     run_demo(cfg)
     return 0
@@ -341,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         "--plan-probe",
         action="store_true",
         help="also fit a joint VAE probe on the whole plan (2 fits, one kept without labels) and steer with it (+3 min)",
+    )
+    p.add_argument(
+        "--plan-restarts",
+        type=int,
+        default=2,
+        help="fits of the plan probe to choose from (~1 min each); more find the disentangled one more often",
     )
     p.set_defaults(fn=_demo)
     p = sub.add_parser(

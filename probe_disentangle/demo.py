@@ -271,8 +271,8 @@ def fit_best_of(
     exactly, so reconstruction rules out the worst fits; but a factor can also be spread over the
     spare values of several latents (a 5-valued colour as bits beside 2- and 3-valued factors) and
     still reconstruct exactly. Such a code is dependent across latents, which the true factors are
-    not: on the plan (6000 steps) the fit that did this had mutual information 2.7 against 1.7–2.0,
-    and explained variance as high as the others'."""
+    not: on the plan (6000 steps, 4 seeds, all within 0.005 explained variance) this score ranked
+    the fits exactly by MIG — 0.062, 0.072, 0.097, 0.101 for MIG 0.93, 0.92, 0.85, 0.69."""
     from .metrics._utils import histogram_discretize, mutual_info_matrix
 
     if not seeds:

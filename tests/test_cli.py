@@ -152,3 +152,8 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
     assert "START,STOP" in capsys.readouterr().err
     assert cli.main([*args, "--overwrite", "--categorical", "a,b"]) == 2
     assert "sizes" in capsys.readouterr().err
+
+
+def test_demo_refuses_zero_plan_restarts(capsys):
+    assert cli.main(["demo", "--plan-probe", "--plan-restarts", "0", "--out", "unused"]) == 2
+    assert "--plan-restarts must be ≥ 1" in capsys.readouterr().err
