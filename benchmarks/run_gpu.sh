@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Every GPU measurement in one pass, each step bounded in time so one failure cannot starve the
 # rest: the fused MSS kernel's tests compiled for the GPU, the TC-estimator benchmark, the pipeline
-# throughput (GPT-2-small-shaped bridge, bf16) and the sprites image-quality table (9 runs sharing
-# the GPU, time-budgeted). Results go to $OUT (default benchmarks/results).
+# throughput (GPT-2-small-shaped bridge, bf16; whole-batch TC, tc_batch 512/1024, guard read every
+# step) and then, for the time left, one accumulation step of the sprites image-quality runs
+# (run_gpu_sprites.sh: resumes from the tars carried in $CKPT_IN, writes them back). The device
+# returns at most 8 files: the benchmarks' JSON go into one tar, $OUT/bench.tar; the sprites
+# script adds its JSON and six run tars.
 #
-#   OUT=/tmp/gpu TOTAL=540 bash benchmarks/run_gpu.sh
+#   OUT=$OUT TOTAL=540 CKPT_IN=.ckpt/sprites bash benchmarks/run_gpu.sh
 set -u
-OUT=${OUT:-benchmarks/results}
+FINAL=${OUT:-benchmarks/results}
+OUT=/tmp/gpu_bench           # the small JSON files, packed into $FINAL/bench.tar at the end
 TOTAL=${TOTAL:-540}          # seconds this whole script may take
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$FINAL"
 export PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) [${SECONDS}s] $*"; }
 
@@ -23,21 +27,15 @@ timeout 100 python3 benchmarks/tc_estimator.py --sizes 1024x32,4096x32,8192x32 -
     --dense-limit-gb 70 --out "$OUT/tc_estimator_h100.json" 2>&1 | tail -12
 
 log "pipeline"
-timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --out "$OUT/pipeline_h100.json" 2>&1 | tail -3
-timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --head-batch 8192 \
-    --out "$OUT/pipeline_h100_hb8192.json" 2>&1 | tail -2
+timeout 45 python3 benchmarks/pipeline.py --host gpt2-small --out "$OUT/pipeline_h100.json" 2>&1 | tail -3
 for hb in 4096 8192; do for tb in 512 1024; do
-  timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --head-batch $hb --tc-batch $tb \
+  timeout 45 python3 benchmarks/pipeline.py --host gpt2-small --head-batch $hb --tc-batch $tb \
       --out "$OUT/pipeline_h100_hb${hb}_tc${tb}.json" 2>&1 | tail -2 | head -1
 done; done
-timeout 60 python3 benchmarks/pipeline.py --host gpt2-small --head-batch 8192 --tc-batch 1024 --check-every 1 \
+timeout 45 python3 benchmarks/pipeline.py --host gpt2-small --head-batch 8192 --tc-batch 1024 --check-every 1 \
     --out "$OUT/pipeline_h100_hb8192_tc1024_sync.json" 2>&1 | tail -2 | head -1
 
-# what is left, less ~100 s for scoring and saving, goes to training
-BUDGET=$(( TOTAL - SECONDS - 110 ))
-log "image quality: ${BUDGET}s of training per run"
-python3 benchmarks/image_quality.py --device cuda --jobs 9 --batch-size 512 --lr 1e-3 --steps 100000 \
-    --num-train 300000 --fvae-votes 2000 --time-budget "$BUDGET" --save-dir /tmp/iq_models \
-    --out "$OUT/image_quality_h100.json" 2>&1 | tail -16
-tar -C /tmp/iq_models -cf "$OUT/tcvae_models.tar" $(cd /tmp/iq_models && ls -d beta_tcvae-* 2>/dev/null)
+tar -C "$OUT" -cf "$FINAL/bench.tar" .
+log "sprites image quality: one accumulation step"
+TOTAL=$(( TOTAL - SECONDS )) OUT="$FINAL" CKPT_IN="${CKPT_IN:-.ckpt/sprites}" bash benchmarks/run_gpu_sprites.sh
 log "done"
