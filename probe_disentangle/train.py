@@ -36,11 +36,15 @@ from .constants import (
 log = logging.getLogger(__name__)
 
 
+def _last_good(checkpoint: str | None) -> str:
+    return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+
+
 class NonFiniteError(RuntimeError):
     """A non-finite input, loss term or gradient stopped training; nothing was updated with it."""
 
     def __init__(self, step: int, term: str, checkpoint: str | None) -> None:
-        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        where = _last_good(checkpoint)
         super().__init__(
             f"non-finite {term} at step {step}; training stopped before updating with it ({where}). "
             "Check the data for NaN/inf, lower the learning rate or enable grad_clip, then resume."
@@ -54,8 +58,8 @@ class DeferredNonFiniteError(NonFiniteError):
     hold its update. Checkpoints are written only after a clean check, so they stay good."""
 
     def __init__(self, first: int, last: int, checkpoint: str | None) -> None:
-        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
-        RuntimeError.__init__(
+        where = _last_good(checkpoint)
+        RuntimeError.__init__(  # its own message, not NonFiniteError's single-step one
             self,
             f"non-finite input, loss or gradient between steps {first} and {last} (checked every "
             f"{last - first + 1} steps; the parameters in memory may hold it, {where}). Check the data for "

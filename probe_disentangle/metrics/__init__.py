@@ -17,7 +17,12 @@ from .supervised import (
     modularity_explicitness,
     sap,
 )
-from .unsupervised import gaussian_total_correlation, gaussian_wasserstein_correlation, unsupervised
+from .unsupervised import (
+    gaussian_total_correlation,
+    gaussian_wasserstein_correlation,
+    mutual_info_score,
+    unsupervised,
+)
 
 __all__ = [
     "METRICS",
@@ -33,6 +38,7 @@ __all__ = [
     "irs",
     "mig",
     "modularity_explicitness",
+    "mutual_info_score",
     "sap",
     "unsupervised",
 ]

@@ -12,7 +12,7 @@ import scipy.linalg
 
 from ._utils import NUM_BINS, check_codes, histogram_discretize, mutual_info_matrix
 
-__all__ = ["gaussian_total_correlation", "gaussian_wasserstein_correlation", "unsupervised"]
+__all__ = ["gaussian_total_correlation", "gaussian_wasserstein_correlation", "mutual_info_score", "unsupervised"]
 
 
 def gaussian_total_correlation(cov: np.ndarray) -> float:
@@ -37,6 +37,18 @@ def gaussian_wasserstein_correlation(cov: np.ndarray) -> float:
     return float(2.0 * np.trace(cov) - 2.0 * np.real(np.trace(root)))
 
 
+def mutual_info_score(codes: np.ndarray, num_bins: int = NUM_BINS) -> float:
+    """Mean discrete mutual information (nats, ``num_bins``-bin histograms) over ordered pairs of
+    distinct codes of ``codes`` [N, k]; 0 for a single code. How much the codes depend on each
+    other, with no factors needed (disentanglement_lib's ``mutual_info_score``)."""
+    codes = check_codes(codes, "codes")
+    k = codes.shape[1]
+    disc = histogram_discretize(codes, num_bins)
+    mi = mutual_info_matrix(disc, disc)
+    np.fill_diagonal(mi, 0.0)
+    return float(mi.sum() / (k * k - k)) if k > 1 else 0.0
+
+
 def unsupervised(codes: np.ndarray, num_bins: int = NUM_BINS, fast: bool = False) -> dict[str, float]:
     """Unsupervised scores of codes [N, k] (Locatello et al. 2019, "Challenging Common Assumptions
     in the Unsupervised Learning of Disentangled Representations").
@@ -51,19 +63,14 @@ def unsupervised(codes: np.ndarray, num_bins: int = NUM_BINS, fast: bool = False
     total correlation there and here. ``fast`` changes nothing (already vectorised).
     """
     codes = check_codes(codes, "codes")
-    k = codes.shape[1]
     cov = np.atleast_2d(np.cov(codes, rowvar=False))
     with np.errstate(divide="ignore", invalid="ignore"):
         tc = gaussian_total_correlation(cov)
         wc = gaussian_wasserstein_correlation(cov)
         wc_norm = wc / float(np.trace(cov))
-    disc = histogram_discretize(codes, num_bins)
-    mi = mutual_info_matrix(disc, disc)
-    np.fill_diagonal(mi, 0.0)
-    mi_score = float(mi.sum() / (k * k - k)) if k > 1 else 0.0
     return {
         "gaussian_total_correlation": tc,
         "gaussian_wasserstein_correlation": wc,
         "gaussian_wasserstein_correlation_norm": float(wc_norm),
-        "mutual_info_score": mi_score,
+        "mutual_info_score": mutual_info_score(codes, num_bins),
     }

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from probe_disentangle.metrics import gaussian_total_correlation, gaussian_wasserstein_correlation, unsupervised
+from probe_disentangle.metrics import (
+    gaussian_total_correlation,
+    gaussian_wasserstein_correlation,
+    mutual_info_score,
+    unsupervised,
+)
 
 
 def _cov(k: int = 4, seed: int = 0) -> np.ndarray:
@@ -59,3 +64,16 @@ def test_mutual_info_score_independent_vs_copied_codes():
         "gaussian_wasserstein_correlation_norm",
         "mutual_info_score",
     }
+
+
+def test_mutual_info_score_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 6, 20_000).astype(float)
+    b = rng.integers(0, 6, 20_000).astype(float)
+    assert mutual_info_score(np.stack([a, a], 1)) == pytest.approx(np.log(6), abs=0.01)  # a copy: H = log 6
+    assert mutual_info_score(np.stack([a, b], 1)) < 0.01  # independent
+    assert mutual_info_score(a[:, None]) == 0.0  # a single code
+    codes = np.stack([a, b, a], 1)
+    assert mutual_info_score(codes) == pytest.approx(unsupervised(codes)["mutual_info_score"])
+    # 2 of the 6 ordered pairs are copies
+    assert mutual_info_score(codes) == pytest.approx(2 * np.log(6) / 6, abs=0.01)
