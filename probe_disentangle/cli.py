@@ -43,8 +43,10 @@ def _demo(args: argparse.Namespace) -> int:
         n_steer=args.n_steer,
         strength=args.strength,
         progress=not args.no_progress,
-        plan_probe=args.plan_probe,
+        plan_probe=not args.no_plan_probe,
         plan_restarts=args.plan_restarts,
+        plan_init=None if args.plan_init == "random" else args.plan_init,
+        plan_steps=args.plan_steps or (500 if args.plan_init == "isa" else 6000),
     )
     run_demo(cfg)
     return 0
@@ -120,7 +122,9 @@ def _fit(args: argparse.Namespace) -> int:
             "categorical": cats,
             "continuous": args.latents,
             "hidden": args.hidden,
-            "c_steps": max(1, int(0.6 * args.steps)),
+            # from ISA codes the capacity starts at its maximum (Σ log V): a rising one blurs the start
+            "c_steps": 1 if args.init == "isa" else max(1, int(0.6 * args.steps)),
+            **({"c_disc_max": None, "marginal_weight": 0.0} if args.init == "isa" else {}),
             "decoder": args.decoder,
             "decoder_hidden": args.decoder_hidden,
             **objective_args,
@@ -155,7 +159,9 @@ def _fit(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
-    result = probe.fit(batches, train, buffer_size=args.buffer, device=device)
+    if args.init == "isa" and not args.categorical:
+        raise ValueError("--init isa starts categorical latents: give --categorical sizes, e.g. 6,6,6")
+    result = probe.fit(batches, train, buffer_size=args.buffer, device=device, init=args.init)
     probe.save_pretrained(out)
     last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
     print(f"fitted {what} at {args.hook} of {args.model}: {result.step} steps; {last}")
@@ -341,15 +347,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
-        "--plan-probe",
+        "--no-plan-probe",
         action="store_true",
-        help="also fit a joint VAE probe on the whole plan (2 fits, one kept without labels) and steer with it (+3 min)",
+        help="skip the categorical probe on the whole plan (the per-token probe and baselines only)",
     )
+    p.add_argument(
+        "--plan-init",
+        choices=("isa", "random"),
+        default="isa",
+        help="start the plan probe from independent subspace analysis (default) or at random",
+    )
+    p.add_argument("--plan-steps", type=int, default=None, help="plan-probe steps (default: 500 from isa, 6000 random)")
     p.add_argument(
         "--plan-restarts",
         type=int,
-        default=2,
-        help="fits of the plan probe to choose from (~1 min each); more find the disentangled one more often",
+        default=1,
+        help="fits of the plan probe to choose from without labels (a random start needs several)",
     )
     p.set_defaults(fn=_demo)
     p = sub.add_parser(
@@ -373,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         "--categorical", default="", help="sizes of categorical latents, e.g. 6,6,6: a joint VAE head (JointVAE)"
     )
     p.add_argument("--span", default="", help="START,STOP: one vector per sequence from these token positions")
+    p.add_argument(
+        "--init",
+        choices=("isa",),
+        default=None,
+        help="isa: start the categorical latents from independent subspace analysis (one factor per latent)",
+    )
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument(
         "--decoder",

@@ -255,11 +255,14 @@ class JointVAEHead(nn.Module):
     def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
         mu, logvar, logits = self.posterior(x)
         z = losses.reparameterize(mu, logvar) if self.training else mu
+        sizes = self.config.categorical
+        # one sample op for all latents when they share a cardinality (the step is op-bound)
+        flat = [torch.stack(logits, 1)] if len(set(sizes)) == 1 else logits
         if self.training:
-            soft = [losses.gumbel_softmax(lg, self.config.temperature, self.config.straight_through) for lg in logits]
+            soft = [losses.gumbel_softmax(lg, self.config.temperature, self.config.straight_through) for lg in flat]
         else:
-            soft = [nn.functional.one_hot(lg.argmax(-1), lg.shape[-1]).to(mu.dtype) for lg in logits]
-        recon = self.decoder(torch.cat([*soft, z], dim=1))
+            soft = [nn.functional.one_hot(lg.argmax(-1), lg.shape[-1]).to(mu.dtype) for lg in flat]
+        recon = self.decoder(torch.cat([s.flatten(1) for s in soft] + [z], dim=1))
         return self.objective(x, recon, mu, logvar, logits, step=step)
 
     def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
@@ -269,6 +272,60 @@ class JointVAEHead(nn.Module):
         result = self.loss(_first(batch), step)
         optimize("vae", result)
         return result
+
+    def initialize_from_codes(
+        self, x: Tensor, codes: Tensor, steps: int = 300, lr: float = 3e-3, batch_size: int = 512, seed: int = 0
+    ) -> dict[str, float]:
+        """Start training from given categorical codes ``[N, n_cat]`` of ``x`` ``[N, d_in]`` (e.g.
+        :func:`probe_disentangle.isa.isa_codes`): the encoder learns to predict them (cross-entropy)
+        and the decoder to reconstruct ``x`` from their one-hots. A linear additive decoder is
+        solved exactly (least squares). Returns the final accuracy and reconstruction loss."""
+        c = self.config
+        n_cat = len(c.categorical)
+        _check_width(x, c.d_in, "JointVAEHead")
+        codes = torch.as_tensor(codes).long().to(x.device)
+        if codes.shape != (len(x), n_cat):
+            raise ValueError(
+                f"codes must be [{len(x)}, {n_cat}] (one column per categorical latent), got {tuple(codes.shape)}"
+            )
+        if bool((codes < 0).any()) or any(int(codes[:, i].max()) >= v for i, v in enumerate(c.categorical)):
+            raise ValueError(f"codes must lie in 0..V−1 for the latents' cardinalities {c.categorical}")
+        if steps < 0:
+            raise ValueError(f"steps must be ≥ 0, got {steps}")
+        x = x.float()
+        onehot = torch.cat([nn.functional.one_hot(codes[:, i], v).float() for i, v in enumerate(c.categorical)], 1)
+        exact = isinstance(self.decoder, AdditiveDecoder) and self.decoder.n_scalar == 0
+        if exact:  # x ≈ b + onehot @ T: ridge least squares on the centred one-hots
+            with torch.no_grad():
+                oc = onehot - onehot.mean(0)
+                gram = oc.T @ oc + 1e-3 * torch.eye(oc.shape[1], device=x.device)
+                table = torch.linalg.solve(gram, oc.T @ (x - x.mean(0)))  # [Σ V, d]
+                self.decoder.table.weight.copy_(table.T)
+                self.decoder.bias.copy_(x.mean(0) - onehot.mean(0) @ table)
+        params = list(self.encoder.parameters()) + ([] if exact else list(self.decoder.parameters()))
+        opt = torch.optim.Adam(params, lr=lr)
+        g = torch.Generator().manual_seed(seed)
+        self.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).to(x.device)
+            _, _, logits = self.posterior(x[idx])
+            loss = sum(nn.functional.cross_entropy(lg, codes[idx, i]) for i, lg in enumerate(logits))
+            if not exact:
+                loss = loss + losses.reconstruction_loss(self.decode_onehot(onehot[idx]), x[idx]).mean() / c.d_in
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        self.eval()
+        with torch.no_grad():
+            _, _, logits = self.posterior(x)
+            acc = float(torch.stack([lg.argmax(-1) == codes[:, i] for i, lg in enumerate(logits)], 1).float().mean())
+            rec = float(losses.reconstruction_loss(self.decode_onehot(onehot), x).mean())
+        return {"code_accuracy": acc, "recon": rec}
+
+    def decode_onehot(self, onehot: Tensor) -> Tensor:
+        """Decode concatenated one-hots (and any Gaussian latents at 0)."""
+        z = onehot.new_zeros(len(onehot), self.config.continuous)
+        return self.decoder(torch.cat([onehot, z], dim=1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -158,7 +158,8 @@ class JointCapacityLoss(nn.Module):
     ) -> LossResult:
         rec = reconstruction_loss(recon, x).mean()
         kl_cont = kl_normal_standard(mu, logvar).sum(1).mean() if mu.shape[1] else rec.new_zeros(())
-        kl_disc = sum((kl_categorical_uniform(lg).mean() for lg in logits), rec.new_zeros(()))
+        groups = _same_size_groups(logits)
+        kl_disc = sum((kl_categorical_uniform(g).sum(-1).mean() for g in groups), rec.new_zeros(()))
         frac = min(1.0, step / self.c_steps)
         c_cont, c_disc = frac * self.c_cont_max, frac * self.c_disc_max
         total = rec + self.gamma * ((kl_cont - c_cont).abs() + (kl_disc - c_disc).abs())
@@ -167,12 +168,21 @@ class JointCapacityLoss(nn.Module):
             # KL(q̄(c) || uniform) of the batch's mean posterior: a confident code that leaves a
             # value unused pays here, although its per-sample KL already meets the capacity
             marg = rec.new_zeros(())
-            for lg in logits:
-                mean_q = torch.softmax(lg.float(), -1).mean(0).clamp_min(1e-12)
-                marg = marg + kl_categorical_uniform(mean_q.log()[None])[0]
+            for g in groups:
+                mean_q = torch.softmax(g.float(), -1).mean(0).clamp_min(1e-12)  # [n, V]
+                marg = marg + kl_categorical_uniform(mean_q.log()).sum()
             total = total + self.marginal_weight * marg
             terms["kl_marginal"] = marg
         return LossResult(total, terms)
+
+
+def _same_size_groups(logits: list[Tensor]) -> list[Tensor]:
+    """The categorical latents' logits stacked by cardinality, ``[B, n_V, V]`` per size V: one
+    softmax per size instead of one per latent (the step of a small head is op-bound)."""
+    sizes: dict[int, list[Tensor]] = {}
+    for lg in logits:
+        sizes.setdefault(lg.shape[-1], []).append(lg)
+    return [torch.stack(g, dim=1) for g in sizes.values()]
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -81,6 +81,7 @@ class Probe:
         self.head_config = dict(head_config or {})
         self.normalizer = normalizer
         self.reference_codes: Tensor | None = None
+        self.init_report: dict[str, float] | None = None  # fit(init=...): how well the head took its start
 
     # ---------------------------------------------------------------- fitting
     def fit(
@@ -92,8 +93,17 @@ class Probe:
         normalizer_vectors: int = 50_000,
         cache_dir: str | Path | None = None,
         device: str | torch.device | None = None,
+        init: str | None = None,
+        init_vectors: int = 20_000,
     ) -> TrainResult:
-        """Stream activations at the hook over ``data`` (host input batches) and train the head."""
+        """Stream activations at the hook over ``data`` (host input batches) and train the head.
+
+        ``init="isa"`` (categorical heads) starts from the codes independent subspace analysis
+        finds in the first ``init_vectors`` vectors (:mod:`probe_disentangle.isa`): one latent per
+        independent subspace, its values the clusters inside it. Start the capacity at its
+        maximum then (``c_steps=1``), or training first blurs the codes it was given."""
+        if init not in (None, "isa"):
+            raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
         train = train or TrainConfig()
         store = ActivationStore(
             self.adapter,
@@ -119,6 +129,16 @@ class Probe:
                     **cfg.get("objective_args", {}),
                 }
             self.head = cls(cfg_cls(d_in=d, **cfg))
+        if init == "isa":
+            if not isinstance(self.head, JointVAEHead) or not self.head.config.categorical:
+                raise ValueError(
+                    "init='isa' starts categorical latents: use architecture='joint_vae_head' with categorical=[...]"
+                )
+            from .isa import isa_codes
+
+            x = store.collect(max_vectors=init_vectors)
+            codes, _ = isa_codes(x, self.head.config.categorical, seed=train.seed)
+            self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed)
         result = Trainer(self.head, train).fit(store)
         self.reference_codes = self._codes(store.collect(max_vectors=4096))
         return result
