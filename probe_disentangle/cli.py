@@ -159,8 +159,6 @@ def _fit(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
-    if args.init == "isa" and not args.categorical:
-        raise ValueError("--init isa starts categorical latents: give --categorical sizes, e.g. 6,6,6")
     result = probe.fit(batches, train, buffer_size=args.buffer, device=device, init=args.init)
     probe.save_pretrained(out)
     last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
@@ -390,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "--init",
         choices=("isa",),
         default=None,
-        help="isa: start the categorical latents from independent subspace analysis (one factor per latent)",
+        help="isa: start the latents from independent subspace analysis (one factor per latent)",
     )
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument(

@@ -158,6 +158,54 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         _check_width(x, self.config.d_in, "VAEHead")
         return x
 
+    def initialize_from_codes(
+        self,
+        x: Tensor,
+        codes: Tensor,
+        spread: float = 1.5,
+        std: float = 0.05,
+        steps: int = 600,
+        lr: float = 3e-3,
+        batch_size: int = 512,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """Start training from categorical codes ``[N, m]`` of ``x`` (m ≤ latent_dim; e.g.
+        :func:`probe_disentangle.isa.isa_codes`): latent j's posterior mean learns code j's values
+        spaced evenly over [−spread, spread] with standard deviation ``std``, the decoder learns to
+        reconstruct ``x`` from those targets, and latents beyond m learn 0. Returns the final
+        squared error of the means against their targets and the reconstruction loss."""
+        k = self.config.latent_dim
+        _check_width(x, self.config.d_in, "VAEHead")
+        codes = torch.as_tensor(codes).long().to(x.device)
+        if codes.ndim != 2 or codes.shape[0] != len(x) or not 1 <= codes.shape[1] <= k:
+            raise ValueError(f"codes must be [{len(x)}, m] with 1 ≤ m ≤ latent_dim = {k}, got {tuple(codes.shape)}")
+        if bool((codes < 0).any()):
+            raise ValueError("codes must be category indices ≥ 0")
+        if steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        x = x.float()
+        half = (codes.amax(0) / 2).clamp_min(0.5)  # (V − 1) / 2 per code
+        target = x.new_zeros(len(x), k)
+        target[:, : codes.shape[1]] = (codes.float() - half) / half * spread
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        g = torch.Generator().manual_seed(seed)
+        self.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).to(x.device)
+            mu, logvar = self.encode(x[idx])
+            fit = ((mu - target[idx]) ** 2).sum(1).mean() + ((logvar - 2 * math.log(std)) ** 2).mean()
+            rec = losses.reconstruction_loss(self.decode(target[idx]), x[idx]).mean() / self.config.d_in
+            opt.zero_grad(set_to_none=True)
+            (fit + rec).backward()
+            opt.step()
+        self.eval()
+        with torch.no_grad():
+            mu, _ = self.encode(x)
+            return {
+                "mean_error": float(((mu - target) ** 2).sum(1).mean()),
+                "recon": float(losses.reconstruction_loss(self.decode(target), x).mean()),
+            }
+
 
 # --------------------------------------------------------------------------------------------
 # Joint (categorical + Gaussian) VAE head

@@ -27,6 +27,8 @@ from .heads import InfoGANHead, JointVAEHead, VAEHead
 from .store import ActivationStore, Normalizer
 from .train import TrainConfig, Trainer, TrainResult
 
+ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
+
 log = logging.getLogger(__name__)
 
 Edit = float | tuple[str, float]
@@ -98,10 +100,11 @@ class Probe:
     ) -> TrainResult:
         """Stream activations at the hook over ``data`` (host input batches) and train the head.
 
-        ``init="isa"`` (categorical heads) starts from the codes independent subspace analysis
-        finds in the first ``init_vectors`` vectors (:mod:`probe_disentangle.isa`): one latent per
-        independent subspace, its values the clusters inside it. Start the capacity at its
-        maximum then (``c_steps=1``), or training first blurs the codes it was given."""
+        ``init="isa"`` starts from the codes independent subspace analysis finds in the first
+        ``init_vectors`` vectors (:mod:`probe_disentangle.isa`): one latent per independent
+        subspace, its values the clusters inside it (a categorical latent takes them as its
+        categories, a Gaussian one as evenly spaced means). For a joint VAE head start the
+        capacity at its maximum then (``c_steps=1``), or training first blurs the codes."""
         if init not in (None, "isa"):
             raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
         train = train or TrainConfig()
@@ -130,14 +133,19 @@ class Probe:
                 }
             self.head = cls(cfg_cls(d_in=d, **cfg))
         if init == "isa":
-            if not isinstance(self.head, JointVAEHead) or not self.head.config.categorical:
+            if isinstance(self.head, JointVAEHead) and self.head.config.categorical:
+                sizes = self.head.config.categorical
+            elif isinstance(self.head, VAEHead):
+                sizes = [ISA_MAX_VALUES] * self.head.config.latent_dim  # a value per cluster, ≤ 8 each
+            else:
                 raise ValueError(
-                    "init='isa' starts categorical latents: use architecture='joint_vae_head' with categorical=[...]"
+                    "init='isa' starts a VAE head's latents: use architecture='vae_head', or "
+                    "'joint_vae_head' with categorical=[...]"
                 )
             from .isa import isa_codes
 
             x = store.collect(max_vectors=init_vectors)
-            codes, _ = isa_codes(x, self.head.config.categorical, seed=train.seed)
+            codes, _ = isa_codes(x, sizes, seed=train.seed)
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed)
         result = Trainer(self.head, train).fit(store)
         self.reference_codes = self._codes(store.collect(max_vectors=4096))

@@ -157,9 +157,3 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
 def test_demo_refuses_zero_plan_restarts(capsys):
     assert cli.main(["demo", "--plan-restarts", "0", "--out", "unused"]) == 2
     assert "--plan-restarts must be ≥ 1" in capsys.readouterr().err
-
-
-def test_fit_init_isa_needs_categorical_latents(tmp_path, capsys):
-    args = ["fit", "factor_lm", "--hook", "blocks.0.hook_resid_pre", "--init", "isa", "--out", str(tmp_path / "p")]
-    assert cli.main(args) == 2
-    assert "--init isa starts categorical latents" in capsys.readouterr().err

@@ -25,6 +25,7 @@ def test_demo_writes_a_complete_report(tmp_path):
         plan_n_train=512,
         plan_n_steer=4,
         plan_restarts=2,
+        plan_tcvae_steps=5,
     )
     lines = []
     report = run_demo(cfg, log=lines.append)
@@ -49,6 +50,11 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert len(restarts["mutual_info"]) == 2 and all(m >= 0 for m in restarts["mutual_info"])
     assert restarts["chosen"] in restarts["seeds"]
     assert "## Plan probe" in (tmp_path / "demo" / "report.md").read_text()
+    tc = plan["beta_tcvae"]  # the Gaussian β-TCVAE head on the same plan vectors, from ISA
+    assert set(tc["mig_per_factor"]) == set(plan["mig_per_factor"]) and 0.0 <= tc["mig"] <= 1.0
+    assert set(tc["steering"]) == set(plan["steering"]) and isinstance(tc["factors_at_floor"], list)
+    assert (tmp_path / "demo" / "plan_probe_beta_tcvae" / "probe.json").is_file()
+    assert "MIG β-TCVAE" in (tmp_path / "demo" / "report.md").read_text()
     assert any("steering" in line for line in lines)
 
 

@@ -104,5 +104,23 @@ def test_probe_fit_init_checks_the_head():
     data = [torch.randn(64, 4) for _ in range(4)]
     with pytest.raises(ValueError, match="unknown init"):
         Probe(model, "0").fit(data, TrainConfig(steps=1, batch_size=32), init="pca")
-    with pytest.raises(ValueError, match="init='isa' starts categorical latents"):
-        Probe(model, "0", head_config=dict(latent_dim=2)).fit(data, TrainConfig(steps=1, batch_size=32), init="isa")
+    with pytest.raises(ValueError, match="init=.isa. starts a VAE head"):
+        Probe(model, "0", architecture="infogan_head").fit(data, TrainConfig(steps=1, batch_size=32), init="isa")
+
+
+def test_a_gaussian_head_starts_with_one_factor_per_latent():
+    from probe_disentangle.heads import VAEHead, VAEHeadConfig
+
+    x, factors = _additive(n=3000, noise=0.0)
+    head = VAEHead(VAEHeadConfig(d_in=60, latent_dim=9, hidden=64, decoder="additive", decoder_hidden=32))
+    report = head.initialize_from_codes(x, factors, steps=600)
+    assert report["mean_error"] < 0.05
+    with torch.no_grad():
+        mu, logvar = head.encode(x)
+    for f, v in enumerate(SIZES):  # latent f orders factor f's values evenly over [-1.5, 1.5]
+        means = torch.stack([mu[factors[:, f] == i, f].mean() for i in range(v)])
+        assert torch.allclose(means, torch.linspace(-1.5, 1.5, v), atol=0.1), (f, means)
+    assert float(mu[:, 8].abs().mean()) < 0.1  # the spare latent stays at 0
+    assert float(logvar.exp().sqrt().mean()) < 0.1
+    with pytest.raises(ValueError, match="1 ≤ m ≤ latent_dim"):
+        head.initialize_from_codes(x, torch.zeros(3000, 10, dtype=torch.long))

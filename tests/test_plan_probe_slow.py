@@ -1,11 +1,11 @@
-"""The plan probe's steering floor on the shipped LM (slow: ~4 min on 2 CPU cores).
+"""Issue 4's floors on the shipped LM, at the demo's settings (slow: ~1 min per seed on 2 CPU cores).
 
-A joint VAE head on the whole plan (span layout at blocks.0.hook_resid_pre, linear additive
-decoder, 6000 steps, 2 restarts chosen without labels) must steer at least 3 factors at ≥ 90 %
-success, ≤ 5 % leakage and ≥ 95 % parse rate (issue 4's floor), more often than PCA on the same
-vectors, with MIG ≥ 0.6. Measured 2026-11-28 with 3000 steps: seed 0 steers 5 factors (MIG
-0.71), seed 1 steers 3 (MIG 0.70); with 6000 steps `demo --plan-probe` steers 6 (MIG 0.73).
-This pins seed 0.
+The plan probes (span layout at blocks.0.hook_resid_pre, started from independent subspace
+analysis): a categorical joint VAE head and a Gaussian β-TCVAE head. Floors: MIG ≥ 0.5 against
+every factor a linear probe decodes at ≥ 95 % there; at least 3 factors steered at ≥ 90 %
+success, ≤ 5 % leakage, ≥ 95 % parse rate; better than PCA on the same vectors on both.
+Measured 2026-11-28, seed 0: per-factor MIG ≥ 0.996 (joint) and ≥ 0.845 (β-TCVAE), all 8
+factors steered at the floor by each; PCA steers 2.
 """
 
 from pathlib import Path
@@ -17,16 +17,18 @@ pytest.importorskip("transformer_lens")
 
 
 @pytest.mark.slow
-def test_plan_probe_steers_three_factors(tmp_path):
-    from probe_disentangle.demo import DemoConfig, _plan_probe
+@pytest.mark.parametrize("seed", [0, 1])
+def test_plan_probes_meet_the_floors(tmp_path, seed):
+    from probe_disentangle.demo import DemoConfig, _at_floor, _plan_probe
     from probe_disentangle.zoo import load_factor_lm
 
-    cfg = DemoConfig(out=str(tmp_path), seed=0, progress=False)
+    cfg = DemoConfig(out=str(tmp_path), seed=seed, progress=False)
     model, world = load_factor_lm()
-    rng = np.random.default_rng(cfg.seed)
-    report = _plan_probe(cfg, model, world, rng, Path(tmp_path), lambda s: None)
-    assert len(report["factors_at_floor"]) >= 3, report["steering"]
-    assert report["mig"] >= 0.6
-    pca = report["baselines"]["pca"]
-    ahead = [n for n in report["steering"] if report["steering"][n]["success"] > pca[n]["success"]]
-    assert len(ahead) >= 3, (report["steering"], pca)
+    report = _plan_probe(cfg, model, world, np.random.default_rng(seed), Path(tmp_path), lambda s: None)
+    decodable = [n for n, acc in report["linear_probe_accuracy"].items() if acc >= 0.95]
+    assert decodable, report["linear_probe_accuracy"]
+    pca_floor = [n for n, r in report["baselines"]["pca"].items() if _at_floor(r)]
+    for head in (report, report["beta_tcvae"]):
+        assert all(head["mig_per_factor"][n] >= 0.5 for n in decodable), head["mig_per_factor"]
+        assert len(head["factors_at_floor"]) >= max(3, len(pca_floor) + 1), head["steering"]
+        assert head["mig"] > report["pca_mig"]
