@@ -33,20 +33,22 @@ def _info(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
-    if args.plan_restarts < 1:
-        raise ValueError(f"--plan-restarts must be ≥ 1, got {args.plan_restarts}")
+    if args.restarts < 1:
+        raise ValueError(f"--restarts must be ≥ 1, got {args.restarts}")
+    random = args.init == "random"
     cfg = DemoConfig(
         out=args.out,
         hook=args.hook,
-        steps=args.steps,
+        init=None if random else args.init,
+        steps=args.steps or (3000 if random else 200),
+        joint_steps=0 if args.no_joint else (args.joint_steps or (6000 if random else 500)),
+        restarts=args.restarts,
+        middle_hook=args.middle_hook or None,
+        per_token=args.per_token,
         seed=args.seed,
         n_steer=args.n_steer,
         strength=args.strength,
         progress=not args.no_progress,
-        plan_probe=not args.no_plan_probe,
-        plan_restarts=args.plan_restarts,
-        plan_init=None if args.plan_init == "random" else args.plan_init,
-        plan_steps=args.plan_steps or (500 if args.plan_init == "isa" else 6000),
     )
     run_demo(cfg)
     return 0
@@ -336,32 +338,40 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="describe a saved head or model folder (and check it loads)")
     p.add_argument("path")
     p.set_defaults(fn=_info)
-    p = sub.add_parser("demo", help="fit a β-TCVAE probe on the shipped factor LM, measure it, steer it (offline)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--hook", default="blocks.1.hook_resid_post")
-    p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--n-steer", type=int, default=50, help="generated sentences per steered factor value")
-    p.add_argument("--strength", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--no-plan-probe",
-        action="store_true",
-        help="skip the categorical probe on the whole plan (the per-token probe and baselines only)",
+    p = sub.add_parser(
+        "demo", help="fit a β-TCVAE probe on the shipped factor LM's plan, measure it, steer it (offline)"
     )
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--hook", default="blocks.0.hook_resid_pre", help="where the probe reads and edits the plan")
     p.add_argument(
-        "--plan-init",
+        "--init",
         choices=("isa", "random"),
         default="isa",
-        help="start the plan probe from independent subspace analysis (default) or at random",
+        help="start the heads from independent subspace analysis (default) or at random",
     )
-    p.add_argument("--plan-steps", type=int, default=None, help="plan-probe steps (default: 500 from isa, 6000 random)")
+    p.add_argument("--steps", type=int, default=None, help="β-TCVAE head steps (default: 200 from isa, 3000 random)")
     p.add_argument(
-        "--plan-restarts",
+        "--joint-steps", type=int, default=None, help="joint VAE head steps (default: 500 from isa, 6000 random)"
+    )
+    p.add_argument("--no-joint", action="store_true", help="skip the categorical joint VAE head")
+    p.add_argument(
+        "--restarts",
         type=int,
         default=1,
-        help="fits of the plan probe to choose from without labels (a random start needs several)",
+        help="fits per head to choose from without labels (a random start needs several)",
     )
+    p.add_argument(
+        "--middle-hook",
+        default="blocks.2.hook_resid_post",
+        help="also fit the β-TCVAE head here and report its metrics and steering ('' to skip)",
+    )
+    p.add_argument("--per-token", action="store_true", help="also fit per-token heads at the plan's colon")
+    p.add_argument("--n-steer", type=int, default=40, help="generated sentences per steered factor value")
+    p.add_argument(
+        "--strength", type=float, default=2.0, help="edit strength of the PCA and difference-of-means baselines"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=_demo)
     p = sub.add_parser(
         "hooks", help="list the hook points of a model (Hugging Face name or local folder, or factor_lm)"

@@ -1,10 +1,19 @@
-"""The main job end to end, offline, on the shipped factor LM: fit a β-TCVAE probe at a middle
-layer, measure it against the true factors, steer generations, compare with baselines, and
-write ``report.json``, ``report.md`` and the saved probe."""
+"""The main job end to end, offline, on the shipped factor LM: fit a β-TCVAE probe on the
+model's plan, measure it against the true factors, steer generations, compare with baselines
+(a plain VAE head, PCA, difference of means), and write ``report.json``, ``report.md`` and the
+saved probe.
+
+Where the probe reads. The shipped LM writes a plan (8 tags and a colon) and then the sentence;
+each factor sits in its own tag, so the probe reads positions 1..9 as one vector (the adapter's
+span layout) and an edit rewrites the whole plan. It reads at the first block's input: the
+sentence copies the plan in block 0, so an edit after that is overridden by the copy (a probe at
+``blocks.0.hook_resid_post`` steered 1 factor of 8, at ``blocks.1.hook_resid_post`` none, with
+MIG ≥ 0.88 on every factor there). The demo still fits the same head at a middle layer and
+reports its metrics and steering (``middle_hook``), and, with ``per_token``, the per-token head
+at the colon that a first attempt would use (at chance on this host)."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,32 +33,35 @@ from .train import TrainConfig
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"
-    hook: str = "blocks.1.hook_resid_post"
-    latent_dim: int = 10
+    # the probe: a Gaussian β-TCVAE head on the plan span at ``hook``, started from independent
+    # subspace analysis ("isa"; None: a random start, which needs far more steps and still
+    # spreads factors over latents)
+    hook: str = "blocks.0.hook_resid_pre"
+    init: str | None = "isa"
+    init_steps: int | None = None  # steps to learn the ISA start (None: the head's default)
+    steps: int = 200
     beta: float = 6.0
-    steps: int = 800
-    batch_size: int = 256
-    lr: float = 2e-3
-    n_train: int = 4000
+    batch_size: int = 512
+    lr: float = 1e-3
+    restarts: int = 1  # fits per head, one chosen without labels (``fit_best_of``)
+    n_train: int = 20_000
     n_eval: int = 2000
-    n_steer: int = 50
-    strength: float = 2.0
+    n_steer: int = 40
+    strength: float = 2.0  # PCA and difference-of-means edits (a head's latent is set to its value's mean)
     seed: int = 0
     progress: bool = True
-    # the plan probe: a categorical VAE head on the whole plan at once (tags and colon, where an
-    # edit reaches every later position; at blocks.1 the sentence has already read the plan),
-    # started from independent subspace analysis ("isa"; None: a random start, which needs
-    # 6000 steps and several restarts and still spreads factors over latents)
-    plan_probe: bool = True
-    plan_hook: str = "blocks.0.hook_resid_pre"
-    plan_init: str | None = "isa"
-    plan_steps: int = 500
-    plan_batch_size: int = 512
-    plan_n_train: int = 20_000
-    plan_n_steer: int = 50
-    plan_restarts: int = 1
-    # beside it, a Gaussian β-TCVAE head on the same plan vectors, also from ISA (0: skip it)
-    plan_tcvae_steps: int = 200
+    steer_factors: Sequence[str] | None = None  # the factors to steer (None: all)
+    # a categorical joint VAE head on the same vectors (a latent per factor, 6 values each; 0: skip)
+    joint_steps: int = 500
+    # the β-TCVAE head again at a middle layer: metrics and steering there (None: skip)
+    middle_hook: str | None = "blocks.2.hook_resid_post"
+    middle_n_steer: int = 10
+    # a per-token β-TCVAE head at the colon, the first thing one would try (off by default)
+    per_token: bool = False
+    per_token_hook: str = "blocks.1.hook_resid_post"
+    per_token_steps: int = 800
+    per_token_latents: int = 10
+    per_token_n_train: int = 4000
 
 
 def _linear_probe_accuracy(acts: np.ndarray, factors: np.ndarray, names, seed: int) -> dict[str, float]:
@@ -64,17 +76,19 @@ def _linear_probe_accuracy(acts: np.ndarray, factors: np.ndarray, names, seed: i
 
 
 def _metrics(codes: np.ndarray, factors: np.ndarray, seed: int) -> dict[str, float]:
-    try:
-        from . import metrics
-    except ImportError:  # pragma: no cover - the metrics package ships with this one
-        metrics = None
+    """The metric suite (fast settings) on a 3:1 split of the held-out codes."""
+    from . import metrics
+
     n = len(codes) * 3 // 4
-    if metrics is not None and hasattr(metrics, "evaluate"):
-        return metrics.evaluate(codes[:n], factors[:n], codes[n:], factors[n:], random_state=seed, fast=True)
-    mi = steering.mutual_information_matrix(codes, factors)
-    srt = np.sort(mi, 0)[::-1]
-    ent = np.array([_entropy(factors[:, j]) for j in range(factors.shape[1])])
-    return {"mig.discrete_mig": float(((srt[0] - srt[1]) / ent).mean())}
+    return metrics.evaluate(codes[:n], factors[:n], codes[n:], factors[n:], random_state=seed, fast=True)
+
+
+def _mig(codes: np.ndarray, factors: np.ndarray) -> float:
+    """MIG alone, on the same 3:1 split's first part as ``_metrics``."""
+    from .metrics import mig
+
+    n = len(codes) * 3 // 4
+    return mig(codes[:n], factors[:n])["discrete_mig"]
 
 
 def _entropy(x: np.ndarray) -> float:
@@ -89,6 +103,10 @@ def _per_factor_mig(codes: np.ndarray, factors: np.ndarray, names) -> dict[str, 
     return {name: float((srt[0, j] - srt[1, j]) / _entropy(factors[:, j])) for j, name in enumerate(names)}
 
 
+def _fmt(res) -> str:
+    return ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr"))
+
+
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo and return the report (also written to ``cfg.out``)."""
     from .zoo import load_factor_lm
@@ -97,131 +115,314 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model, world = load_factor_lm()
+    if not getattr(world, "plan", False):
+        raise ValueError("the demo needs a factor LM trained with a plan (examples/train_factor_lm.py --plan)")
     names = world.factor_names
-    log(f"host: shipped factor LM ({sum(p.numel() for p in model.parameters()):,} parameters), hook {cfg.hook}")
-
-    f_train = world.sample_factors(cfg.n_train, rng)
-    toks = world.render(f_train)
-    batches = [torch.as_tensor(toks[i : i + 256]) for i in range(0, len(toks), 256)]
-    train = TrainConfig(
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_schedule="cosine",
-        progress=cfg.progress,
-        log_every=100,
-        seed=cfg.seed,
+    span = plan_span(world)
+    log(
+        f"host: shipped factor LM ({sum(p.numel() for p in model.parameters()):,} parameters); probe on the plan "
+        f"(positions {span[0]}..{span[1] - 1} as one vector) at {cfg.hook}"
     )
-
-    probes = {}
-    for name, objective, args in (
-        ("beta_tcvae", "beta_tcvae", {"beta": cfg.beta}),
-        ("vae_beta1", "beta_vae", {"beta": 1.0}),
-    ):
-        torch.manual_seed(cfg.seed)
-        p = Probe(
-            model,
-            cfg.hook,
-            head_config=dict(latent_dim=cfg.latent_dim, hidden=128, objective=objective, objective_args=args),
-        )
-        res = p.fit(batches, train, buffer_size=8 * cfg.batch_size)
-        probes[name] = p
-        log(f"fitted {name} head: " + ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr")))
-
+    out = Path(cfg.out)
+    toks = world.render(world.sample_factors(cfg.n_train, rng))
+    batches = [torch.as_tensor(toks[i : i + 512]) for i in range(0, len(toks), 512)]
+    # restarts are chosen on unlabelled held-out plans (reconstruction, then independence of codes)
+    unlabelled = world.render(world.sample_factors(2000, rng))
+    held_out = {
+        h: steering.sequence_vectors(attach(model, span=span), h, unlabelled) for h in (cfg.hook, cfg.middle_hook) if h
+    }
     f_eval = world.sample_factors(cfg.n_eval, rng)
-    acts = steering.final_position_activations(
-        probes["beta_tcvae"].adapter, cfg.hook, world.render(f_eval), world.tokenizer.eos_id, world.tokenizer.pad_id
-    )
+    eval_tokens = world.render(f_eval)
+
+    with tempfile.TemporaryDirectory() as cache:  # the host runs once per hook; every fit reads the cache
+        heads = {"beta_tcvae": (lambda: plan_gaussian_probe(model, world, cfg.hook, cfg.n_train, beta=cfg.beta))}
+        heads["vae_beta1"] = lambda: plan_gaussian_probe(model, world, cfg.hook, cfg.n_train, objective="beta_vae")
+        if cfg.joint_steps:
+            heads["joint_vae"] = lambda: plan_probe(model, world, cfg.hook, cfg.joint_steps, init=cfg.init)
+        probes, restarts = {}, {}
+        for name, make in heads.items():
+            steps = cfg.joint_steps if name == "joint_vae" else cfg.steps
+            probes[name], restarts[name] = _fit(
+                cfg, make, steps, batches, cfg.hook, held_out[cfg.hook], cache, name, log
+            )
+        acts = steering.sequence_vectors(probes["beta_tcvae"].adapter, cfg.hook, eval_tokens)
+        middle = None
+        if cfg.middle_hook:
+            make = lambda: plan_gaussian_probe(model, world, cfg.middle_hook, cfg.n_train, beta=cfg.beta)  # noqa: E731
+            p, _ = _fit(
+                cfg, make, cfg.steps, batches, cfg.middle_hook, held_out[cfg.middle_hook], cache, "beta_tcvae", log
+            )
+            middle = (p, steering.sequence_vectors(p.adapter, cfg.middle_hook, eval_tokens))
+
+    probe = probes["beta_tcvae"]
+    codes = probe.encode(acts).numpy()
     linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
     decodable = [n for n in names if linear[n] >= 0.95]
-    codes = probes["beta_tcvae"].encode(acts).numpy()
     report: dict[str, Any] = {
         "config": cfg.__dict__,
+        "hook": cfg.hook,
+        "span": list(span),
         "metrics": _metrics(codes, f_eval, cfg.seed),
         "mig_per_factor": _per_factor_mig(codes, f_eval, names),
         "linear_probe_accuracy": linear,
         "linearly_decodable_factors": decodable,
+        "restarts": restarts,
     }
-    where = "the plan's colon" if getattr(world, "plan", False) else "the last word"
-    report["position"] = where
-    log(f"\nmetrics of the β-TCVAE head against the true factors (activations at {where}):")
+    log("\nmetrics of the β-TCVAE head against the true factors (held-out plans):")
     for k, v in report["metrics"].items():
         if isinstance(v, float):
-            log(f"  {k:<40} {v:.3f}")
-    log("\nper factor: linear-probe accuracy, MIG")
-    for n in names:
-        log(f"  {n:<10} {linear[n]:.3f}  {report['mig_per_factor'][n]:.3f}")
+            log(f"  {k:<48} {v:.3f}")
 
-    factors = list(range(len(names)))
-    methods: dict[str, Any] = {}
-    st, alignment = steering.probe_steerer(probes["beta_tcvae"], acts, f_eval, world.factor_sizes, cfg.strength)
-    methods["beta_tcvae"] = (st, alignment)
-    st, al = steering.probe_steerer(probes["vae_beta1"], acts, f_eval, world.factor_sizes, cfg.strength)
-    methods["vae_beta1"] = (st, al)
-    st, al = steering.pca_steerer(
-        probes["beta_tcvae"].adapter, cfg.hook, acts, f_eval, world.factor_sizes, cfg.latent_dim, cfg.strength
-    )
-    methods["pca"] = (st, al)
-    adapter = probes["beta_tcvae"].adapter
-    methods["diff_means"] = (
-        steering.diff_means_steerer(adapter, cfg.hook, acts, f_eval, world.factor_sizes, cfg.strength),
-        None,
-    )
-    seq_acts = steering.sequence_activations(adapter, cfg.hook, world.render(f_eval))
-    methods["positional_diff_means"] = (
-        steering.positional_diff_means_steerer(adapter, cfg.hook, seq_acts, f_eval, world.factor_sizes, cfg.strength),
+    factors = _steered(cfg, names)
+    sizes = world.factor_sizes
+    # a head's latent is set to the mean it takes for the target value (strength 1: with ISA the
+    # values are evenly spaced); PCA and difference of means push ``strength`` times as far
+    steerers: dict[str, Any] = {
+        m: steering.probe_steerer(p, acts, f_eval, sizes, strength=1.0) for m, p in probes.items()
+    }
+    steerers["pca"] = steering.pca_steerer(probe.adapter, cfg.hook, acts, f_eval, sizes, len(names), cfg.strength)
+    steerers["diff_means"] = (
+        steering.diff_means_steerer(probe.adapter, cfg.hook, acts, f_eval, sizes, cfg.strength),
         None,
     )
     results = {}
-    for name, (st, al) in methods.items():
-        results[name] = steering.evaluate_steering(model, world, st, factors, n=cfg.n_steer, seed=cfg.seed + 1)
-        if al is not None:
-            for j, n in enumerate(names):
-                results[name][n]["latent"] = int(al[j])
-    report["steering"] = results["beta_tcvae"]
-    report["baselines"] = {k: v for k, v in results.items() if k != "beta_tcvae"}
-    log("\nsteering (success / leakage / parse rate), per factor:")
-    log("  factor     " + "".join(f"{m:>22}" for m in results))
+    for m, (st, al) in steerers.items():
+        results[m] = steering.evaluate_steering(model, world, st, factors, n=cfg.n_steer, seed=cfg.seed + 1)
+        for j in factors:
+            if al is not None:
+                results[m][names[j]]["latent"] = int(al[j])
+    report["steering"] = results.pop("beta_tcvae")
+    report["baselines"] = {m: r for m, r in results.items() if m != "joint_vae"}
+    pcs = steering.principal_directions(acts, len(names))
+    pca_codes = ((acts - acts.mean(0)) @ pcs.T).numpy()
+    mig = {"beta_tcvae": report["mig_per_factor"], "pca": _per_factor_mig(pca_codes, f_eval, names)}
+    mig["vae_beta1"] = _per_factor_mig(probes["vae_beta1"].encode(acts).numpy(), f_eval, names)
+    report["baseline_mig"] = {"pca": _mig(pca_codes, f_eval)}
+    report["baseline_mig"]["vae_beta1"] = _mig(probes["vae_beta1"].encode(acts).numpy(), f_eval)
+    report["baseline_mig_per_factor"] = {m: mig[m] for m in ("vae_beta1", "pca")}
+    if "joint_vae" in probes:
+        joint_codes = probes["joint_vae"].encode(acts).numpy()
+        mig["joint_vae"] = _per_factor_mig(joint_codes, f_eval, names)
+        report["joint_vae"] = {
+            "mig": _mig(joint_codes, f_eval),
+            "mig_per_factor": mig["joint_vae"],
+            "steering": results["joint_vae"],
+            "factors_at_floor": [n for n in results["joint_vae"] if _at_floor(results["joint_vae"][n])],
+        }
+    table = {"beta_tcvae": report["steering"], **results}
+    log("\nper factor: linear-probe accuracy; MIG and steering (success / leakage / parse rate) of each method")
+    log("  factor   linear " + "".join(f"{m:>26}" for m in table))
     for n in names:
-        log(
-            f"  {n:<10} "
-            + "".join(
-                f"{results[m][n]['success']:>8.2f}{results[m][n]['leakage']:>7.2f}{results[m][n]['parse_rate']:>7.2f}"
-                for m in results
-            )
-        )
+        cells = "".join((f"{mig[m][n]:>7.3f}" if m in mig else f"{'—':>7}") + _row(r, n) for m, r in table.items())
+        log(f"  {n:<8} {linear[n]:>6.3f} {cells}")
+    report["floors"] = _floors(report, names, decodable)
+    f = report["floors"]
+    log(
+        f"\nfloors: MIG ≥ 0.5 on every linearly decodable factor ({len(decodable)} of {len(names)}): "
+        f"min {f['min_mig_on_decodable']:.3f}; steered at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate: "
+        f"{len(f['factors_at_floor'])} factors (PCA {len(f['pca_factors_at_floor'])}); MIG {report['metrics']['mig.discrete_mig']:.3f} "
+        f"vs PCA {report['baseline_mig']['pca']:.3f} → {'met' if f['met'] else 'NOT met'}"
+    )
 
-    # traversals: one latent from low to high, from the same seed
-    trav = []
-    p = probes["beta_tcvae"]
-    tok = world.tokenizer
-    for j in factors[:3]:
-        i = alignment[j]
-        lo, hi = float(codes[:, i].min()), float(codes[:, i].max())
-        row = []
-        for v in np.linspace(lo, hi, 3):
-            with p.steer(model, {i: float(v)}):
-                s = steering.sample_tokens(
-                    model, 1, tok.bos_id, tok.eos_id, tok.pad_id, world.max_length, seed=cfg.seed + 7
-                )[0]
-            row.append({"value": float(v), "text": tok.decode(s)})
-        trav.append({"latent": int(i), "factor": names[j], "samples": row})
-    report["traversals"] = trav
-    log("\nsteered generations (latent low → high):")
-    for t in trav:
+    alignment = steerers["beta_tcvae"][1]
+    report["traversals"] = _gaussian_traversals(probe, model, world, alignment, codes, factors, cfg.seed + 7)
+    log("\nsteered generations: each latent from low to high, the same sampling seed")
+    for t in report["traversals"]:
         log(f"  latent {t['latent']} (aligned with {t['factor']}):")
         for s in t["samples"]:
             log(f"    {s['value']:+.2f}  {s['text']}")
+    if "joint_vae" in probes:
+        j = report["joint_vae"]
+        log(f"\njoint VAE head (categorical): MIG {j['mig']:.3f}, {len(j['factors_at_floor'])} factors at the floor")
+        al = steerers["joint_vae"][1]
+        j["traversals"] = _plan_traversals(
+            probes["joint_vae"],
+            model,
+            world,
+            al,
+            (j["factors_at_floor"] or [names[k] for k in factors])[:2],
+            cfg.seed + 7,
+        )
+        for t in j["traversals"]:
+            log(f"  latent {t['latent']} (aligned with {t['factor']}) through its values:")
+            for row in t["samples"]:
+                log(f"    {row['value']:>2}  {row['text']}")
+    if middle is not None:
+        report["middle_layer"] = _middle_layer(cfg, model, world, *middle, f_eval, log)
+    if cfg.per_token:
+        report["per_token"] = _per_token(cfg, model, world, rng, f_eval, out, log)
 
-    out = Path(cfg.out)
-    if cfg.plan_probe and getattr(world, "plan", False):
-        report["plan_probe"] = _plan_probe(cfg, model, world, rng, out, log)
-    p.save_pretrained(out / "probe")
+    probe.save_pretrained(out / "probe")
+    if "joint_vae" in probes:
+        probes["joint_vae"].save_pretrained(out / "joint_probe")
     report["seconds"] = round(time.time() - t0, 1)
     io.atomic_write_json(out / "report.json", report)
     io.atomic_write_bytes(out / "report.md", _markdown(report, names).encode())
     log(f"\nwrote {out / 'report.json'}, {out / 'report.md'} and the probe in {out / 'probe'} ({report['seconds']} s)")
     return report
+
+
+def _fit(cfg: DemoConfig, make, steps: int, batches, hook: str, held_out, cache: str, name: str, log):
+    """Fit ``cfg.restarts`` probes from ``make`` and keep one without labels (``fit_best_of``, on
+    the ``held_out`` vectors)."""
+
+    def fit(probe: Probe, seed: int) -> None:
+        train = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress, seed=seed)
+        res = probe.fit(
+            batches,
+            train,
+            buffer_size=cfg.n_train,
+            normalizer_vectors=cfg.n_train,
+            cache_dir=str(Path(cache) / hook),
+            init=cfg.init,
+            init_steps=cfg.init_steps,
+        )
+        started, r = "", probe.init_report or {}
+        if "code_accuracy" in r:  # a categorical head takes the codes as its categories
+            started = f" (from ISA codes: the encoder reproduced {r['code_accuracy']:.3f} of them)"
+        elif "mean_error" in r:  # a Gaussian head learns them as evenly spaced means
+            started = f" (from ISA codes: mean squared error of the latent means {r['mean_error']:.3f})"
+        log(f"fitted {name} head at {hook}, seed {seed}: {_fmt(res)}{started}")
+
+    seeds = [cfg.seed + r for r in range(cfg.restarts)]
+    probe, scores = fit_best_of(make, fit, held_out, seeds)
+    if len(seeds) > 1:
+        for r in scores:
+            log(
+                f"  restart seed {r['seed']}: explained variance {r['explained_variance']:.3f}, mutual information "
+                f"between codes {r['mutual_info']:.3f}" + (" (kept)" if r["chosen"] else "")
+            )
+    return probe, scores
+
+
+def _steered(cfg: DemoConfig, names: Sequence[str]) -> list[int]:
+    """Indices of the factors to steer: ``cfg.steer_factors`` or all."""
+    if cfg.steer_factors is None:
+        return list(range(len(names)))
+    unknown = [n for n in cfg.steer_factors if n not in names]
+    if unknown or not cfg.steer_factors:
+        raise ValueError(f"steer_factors must name factors of the world {list(names)}, got {list(cfg.steer_factors)}")
+    return [list(names).index(n) for n in cfg.steer_factors]
+
+
+def _row(results: dict[str, Any], name: str) -> str:
+    """Success, leakage and parse rate of one factor as log columns (dashes: not steered)."""
+    if name not in results:
+        return f"{'—':>7}{'—':>6}{'—':>6}"
+    r = results[name]
+    return f"{r['success']:>7.2f}{r['leakage']:>6.2f}{r['parse_rate']:>6.2f}"
+
+
+def _floors(report: dict[str, Any], names, decodable) -> dict[str, Any]:
+    """Issue 4's floors, read off the report: MIG ≥ 0.5 on every linearly decodable factor, ≥ 3
+    factors at the steering floor, better than PCA on both."""
+    at_floor = [n for n in names if n in report["steering"] and _at_floor(report["steering"][n])]
+    pca_at_floor = [n for n in names if n in report["steering"] and _at_floor(report["baselines"]["pca"][n])]
+    mins = min((report["mig_per_factor"][n] for n in decodable), default=float("nan"))
+    mig_ok = bool(decodable) and mins >= 0.5
+    better = report["metrics"]["mig.discrete_mig"] > report["baseline_mig"]["pca"] and len(at_floor) > len(pca_at_floor)
+    return {
+        "min_mig_on_decodable": float(mins),
+        "factors_at_floor": at_floor,
+        "pca_factors_at_floor": pca_at_floor,
+        "better_than_pca": bool(better),
+        "met": bool(mig_ok and len(at_floor) >= 3 and better),
+    }
+
+
+def _middle_layer(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, log) -> dict[str, Any]:
+    """The same head at a middle layer: how well it reads the factors there, and whether an edit
+    there still steers (on this host it does not: the sentence has copied the plan by then)."""
+    names = world.factor_names
+    codes = probe.encode(acts).numpy()
+    linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
+    mig = _per_factor_mig(codes, f_eval, names)
+    st, al = steering.probe_steerer(probe, acts, f_eval, world.factor_sizes, strength=1.0)
+    res = steering.evaluate_steering(model, world, st, _steered(cfg, names), n=cfg.middle_n_steer, seed=cfg.seed + 1)
+    log(f"\nthe β-TCVAE head at the middle layer {cfg.middle_hook}: linear-probe accuracy, MIG, steering")
+    for n in names:
+        log(f"  {n:<8} {linear[n]:>6.3f} {mig[n]:>7.3f}{_row(res, n)}")
+    return {
+        "hook": cfg.middle_hook,
+        "mig": _mig(codes, f_eval),
+        "mig_per_factor": mig,
+        "linear_probe_accuracy": linear,
+        "steering": res,
+        "factors_at_floor": [n for n in res if _at_floor(res[n])],
+    }
+
+
+def _gaussian_traversals(
+    probe: Probe, model, world, alignment, codes, factors: Sequence[int], seed: int, n: int = 5
+) -> list[dict[str, Any]]:
+    """Per factor, its aligned latent set to ``n`` values from its lowest to its highest held-out
+    code, one generation each from the same sampling seed: only that factor should change."""
+    tok = world.tokenizer
+    out = []
+    for j in factors:
+        name, i = world.factor_names[j], int(alignment[j])
+        rows = []
+        for v in np.linspace(codes[:, i].min(), codes[:, i].max(), n):
+            with probe.steer(model, {i: float(v)}):
+                s = steering.sample_tokens(model, 1, tok.bos_id, tok.eos_id, tok.pad_id, world.max_length, seed=seed)
+            rows.append({"value": float(v), "text": tok.decode(s[0])})
+        out.append({"latent": i, "factor": name, "samples": rows})
+    return out
+
+
+def _per_token(cfg: DemoConfig, model, world, rng, f_eval, out: Path, log) -> dict[str, Any]:
+    """A β-TCVAE head (and a β = 1 one) on single-token activations, read at the plan's colon:
+    what one would try first. On this host it stays at chance (the plan is spread over 9 positions)."""
+    names = world.factor_names
+    toks = world.render(world.sample_factors(cfg.per_token_n_train, rng))
+    batches = [torch.as_tensor(toks[i : i + 256]) for i in range(0, len(toks), 256)]
+    train = TrainConfig(
+        steps=cfg.per_token_steps, batch_size=256, lr=2e-3, lr_schedule="cosine", progress=cfg.progress, seed=cfg.seed
+    )
+    probes = {}
+    for name, objective, beta in (("beta_tcvae", "beta_tcvae", cfg.beta), ("vae_beta1", "beta_vae", 1.0)):
+        torch.manual_seed(cfg.seed)
+        args = {"beta": beta}
+        p = Probe(
+            model,
+            cfg.per_token_hook,
+            head_config=dict(latent_dim=cfg.per_token_latents, hidden=128, objective=objective, objective_args=args),
+        )
+        res = p.fit(batches, train, buffer_size=8 * 256)
+        probes[name] = p
+        log(f"fitted per-token {name} head at {cfg.per_token_hook}: {_fmt(res)}")
+    tok = world.tokenizer
+    acts = steering.final_position_activations(
+        probes["beta_tcvae"].adapter, cfg.per_token_hook, world.render(f_eval), tok.eos_id, tok.pad_id
+    )
+    codes = probes["beta_tcvae"].encode(acts).numpy()
+    linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
+    mig = _per_factor_mig(codes, f_eval, names)
+    sizes = world.factor_sizes
+    results = {
+        m: steering.evaluate_steering(
+            model,
+            world,
+            steering.probe_steerer(p, acts, f_eval, sizes, cfg.strength)[0],
+            _steered(cfg, names),
+            n=cfg.middle_n_steer,
+            seed=cfg.seed + 1,
+        )
+        for m, p in probes.items()
+    }
+    log(f"\nper-token heads at the colon, {cfg.per_token_hook}: linear-probe accuracy, MIG, steering β-TCVAE, β = 1")
+    for n in names:
+        log(f"  {n:<8} {linear[n]:>6.3f} {mig[n]:>7.3f}" + "".join(_row(r, n) for r in results.values()))
+    probes["beta_tcvae"].save_pretrained(out / "per_token_probe")
+    return {
+        "hook": cfg.per_token_hook,
+        "position": "the plan's colon",
+        "metrics": _metrics(codes, f_eval, cfg.seed),
+        "mig_per_factor": mig,
+        "linear_probe_accuracy": linear,
+        "steering": results["beta_tcvae"],
+        "baselines": {"vae_beta1": results["vae_beta1"]},
+    }
 
 
 def plan_span(world) -> tuple[int, int]:
@@ -262,18 +463,25 @@ def plan_probe(model, world, hook: str, steps: int, marginal_weight: float = 1.0
     )
 
 
-def plan_tcvae_probe(model, world, hook: str, dataset_size: int) -> Probe:
-    """An unfitted Gaussian β-TCVAE probe on a planned world's whole plan: one latent per factor
-    slot, an additive decoder (an MLP of width 32 per latent, summed: a latent traces a curve
-    through its factor's values), β = 6, the TC term on 128 samples of each batch. Fit it with
-    ``init="isa"``: from a random start a Gaussian head reached MIG 0.38–0.52 on this plan."""
+def plan_gaussian_probe(
+    model, world, hook: str, dataset_size: int, objective: str = "beta_tcvae", beta: float | None = None
+) -> Probe:
+    """An unfitted Gaussian probe on a planned world's whole plan: one latent per factor slot, an
+    additive decoder (an MLP of width 32 per latent, summed: a latent traces a curve through its
+    factor's values). ``objective="beta_tcvae"`` (β = 6 unless given, the TC term on 128 samples
+    of each batch) is the demo's probe; ``"beta_vae"`` with β = 1 its plain-VAE baseline. Fit it
+    with ``init="isa"``: from a random start a Gaussian β-TCVAE head reached MIG 0.38–0.52 here."""
+    if objective == "beta_tcvae":
+        args = {"beta": 6.0 if beta is None else beta, "dataset_size": dataset_size, "tc_batch": 128}
+    else:
+        args = {"beta": 1.0 if beta is None else beta}
     return Probe(
         model,
         hook,
         head_config={
             "latent_dim": world.num_factors,
-            "objective": "beta_tcvae",
-            "objective_args": {"beta": 6.0, "dataset_size": dataset_size, "tc_batch": 128},
+            "objective": objective,
+            "objective_args": args,
             "decoder": "additive",
             "decoder_hidden": 32,
         },
@@ -322,147 +530,6 @@ def fit_best_of(
     return probes[best], scores
 
 
-def _plan_probe(cfg: DemoConfig, model, world, rng, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """A joint VAE head on the plan (tags + colon as one vector: the adapter's span layout), its
-    metrics, linear-probe accuracies on the same vectors, and steering against PCA on them."""
-    names = world.factor_names
-    toks = world.render(world.sample_factors(cfg.plan_n_train, rng))
-    batches = [torch.as_tensor(toks[i : i + 512]) for i in range(0, len(toks), 512)]
-    # restarts are chosen on unlabelled held-out plans (reconstruction, then independence of codes)
-    unlabelled = steering.sequence_vectors(
-        attach(model, span=plan_span(world)), cfg.plan_hook, world.render(world.sample_factors(2000, rng))
-    )
-
-    def fit(probe: Probe, seed: int) -> None:
-        train = TrainConfig(
-            steps=cfg.plan_steps, batch_size=cfg.plan_batch_size, lr=1e-3, progress=cfg.progress, seed=seed
-        )
-        res = probe.fit(
-            batches,
-            train,
-            buffer_size=cfg.plan_n_train,
-            normalizer_vectors=cfg.plan_n_train,
-            cache_dir=cache,
-            init=cfg.plan_init,
-        )
-        log(
-            f"\nplan probe (seed {seed}): joint VAE head on the plan at {cfg.plan_hook}: "
-            + ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr"))
-            + (
-                f" (from isa codes: the encoder reproduced {probe.init_report['code_accuracy']:.3f} of them)"
-                if probe.init_report
-                else ""
-            )
-        )
-
-    seeds = [cfg.seed + r for r in range(cfg.plan_restarts)]
-    # the host runs once over the training plans; every later pass and restart reads the cache
-    with tempfile.TemporaryDirectory() as cache:
-        probe, restarts = fit_best_of(
-            lambda: plan_probe(model, world, cfg.plan_hook, cfg.plan_steps, init=cfg.plan_init), fit, unlabelled, seeds
-        )
-    for r in restarts:
-        log(
-            f"restart seed {r['seed']}: explained variance {r['explained_variance']:.3f}, mutual information "
-            f"between codes {r['mutual_info']:.3f}" + (" (kept)" if r["chosen"] else "")
-        )
-    tcvae = None
-    if cfg.plan_tcvae_steps:
-        tcvae = plan_tcvae_probe(model, world, cfg.plan_hook, cfg.plan_n_train)
-        torch.manual_seed(cfg.seed)
-        train = TrainConfig(
-            steps=cfg.plan_tcvae_steps, batch_size=cfg.plan_batch_size, lr=1e-3, progress=cfg.progress, seed=cfg.seed
-        )
-        res = tcvae.fit(
-            batches, train, buffer_size=cfg.plan_n_train, normalizer_vectors=cfg.plan_n_train, init=cfg.plan_init
-        )
-        log(
-            f"β-TCVAE plan probe: Gaussian head on the plan at {cfg.plan_hook}: "
-            + ", ".join(f"{k}={v:.3f}" for k, v in res.last.items() if k not in ("step", "lr"))
-        )
-    f_eval = world.sample_factors(cfg.n_eval, rng)
-    acts = steering.sequence_vectors(probe.adapter, cfg.plan_hook, world.render(f_eval))
-    span = probe.adapter.span
-    codes = probe.encode(acts).numpy()
-    linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
-    mig = _per_factor_mig(codes, f_eval, names)
-    factors = list(range(len(names)))
-    steerers = {"joint_vae": steering.probe_steerer(probe, acts, f_eval, world.factor_sizes, strength=1.0)}
-    if tcvae is not None:  # strength 1: a latent set to its value's mean (values are evenly spaced)
-        steerers["beta_tcvae"] = steering.probe_steerer(tcvae, acts, f_eval, world.factor_sizes, strength=1.0)
-        tc_codes = tcvae.encode(acts).numpy()
-    steerers["pca"] = steering.pca_steerer(
-        probe.adapter, cfg.plan_hook, acts, f_eval, world.factor_sizes, probe.latent_dim, 2.0
-    )
-    results = {
-        m: steering.evaluate_steering(model, world, st, factors, n=cfg.plan_n_steer, seed=cfg.seed + 1)
-        for m, (st, _) in steerers.items()
-    }
-    for m, (_, al) in steerers.items():
-        for j, n in enumerate(names):
-            results[m][n]["latent"] = int(al[j])
-    alignment = steerers["joint_vae"][1]
-    passing = [n for n in names if _at_floor(results["joint_vae"][n])]
-    tc_mig = _per_factor_mig(tc_codes, f_eval, names) if tcvae is not None else None
-    pcs = steering.principal_directions(acts, probe.latent_dim)
-    pca_codes = ((acts - acts.mean(0)) @ pcs.T).numpy()
-    pca_mig = _per_factor_mig(pca_codes, f_eval, names)
-    log(
-        "per factor: linear-probe accuracy, MIG joint VAE"
-        + (", MIG β-TCVAE" if tc_mig else "")
-        + "; steering (success/leakage/parse) of "
-        + ", ".join(results)
-    )
-    for n in names:
-        log(
-            f"  {n:<10} {linear[n]:.3f}  {mig[n]:.3f}"
-            + (f"  {tc_mig[n]:.3f}" if tc_mig else "")
-            + "".join(
-                f"   {results[m][n]['success']:.2f} {results[m][n]['leakage']:.2f} {results[m][n]['parse_rate']:.2f}"
-                for m in results
-            )
-        )
-    log(f"factors steered at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate: {passing or 'none'}")
-    if tcvae is not None:
-        log(f"  by the β-TCVAE plan probe: {[n for n in names if _at_floor(results['beta_tcvae'][n])] or 'none'}")
-    traversals = _plan_traversals(probe, model, world, alignment, passing or names[:3], cfg.seed + 7)
-    log("traversals of the plan probe (one latent through its values, the same sampling seed):")
-    for t in traversals:
-        log(f"  latent {t['latent']} (aligned with {t['factor']}):")
-        for row in t["samples"]:
-            log(f"    {row['value']:>2}  {row['text']}")
-    probe.save_pretrained(out / "plan_probe")
-    if tcvae is not None:
-        tcvae.save_pretrained(out / "plan_probe_beta_tcvae")
-    return {
-        "hook": cfg.plan_hook,
-        "span": list(span),
-        "mig": float(_metrics(codes, f_eval, cfg.seed).get("mig.discrete_mig", float("nan"))),
-        "mig_per_factor": mig,
-        "linear_probe_accuracy": linear,
-        "steering": results["joint_vae"],
-        "baselines": {"pca": results["pca"]},
-        "pca_mig": float(_metrics(pca_codes, f_eval, cfg.seed).get("mig.discrete_mig", float("nan"))),
-        "pca_mig_per_factor": pca_mig,
-        "factors_at_floor": passing,
-        "beta_tcvae": None
-        if tcvae is None
-        else {
-            "mig": float(_metrics(tc_codes, f_eval, cfg.seed).get("mig.discrete_mig", float("nan"))),
-            "mig_per_factor": tc_mig,
-            "steering": results["beta_tcvae"],
-            "factors_at_floor": [n for n in names if _at_floor(results["beta_tcvae"][n])],
-        },
-        "traversals": traversals,
-        "restarts": {
-            "seeds": seeds,
-            "explained_variance": [r["explained_variance"] for r in restarts],
-            "mutual_info": [r["mutual_info"] for r in restarts],
-            "chosen": next(r["seed"] for r in restarts if r["chosen"]),
-        },
-    }
-
-
 def _at_floor(r: dict[str, float]) -> bool:
     """The issue's steering floor: success ≥ 90 %, leakage ≤ 5 %, parse rate ≥ 95 %."""
     return r["success"] >= 0.9 and r["leakage"] <= 0.05 and r["parse_rate"] >= 0.95
@@ -486,77 +553,73 @@ def _plan_traversals(probe: Probe, model, world, alignment, factors, seed: int) 
     return out
 
 
+def _cell(r: dict[str, float] | None) -> str:
+    return " — |" if r is None else f" {r['success']:.2f} / {r['leakage']:.2f} / {r['parse_rate']:.2f} |"
+
+
 def _markdown(report: dict[str, Any], names) -> str:
+    span = report["span"]
+    f = report["floors"]
     lines = [
         "# probe_disentangle demo report",
         "",
-        f"Hook `{report['config']['hook']}`, {report['seconds']} s.",
+        f"β-TCVAE head on the plan (positions {span[0]}..{span[1] - 1} as one vector) at `{report['hook']}`, "
+        f"{report['seconds']} s.",
         "",
-        f"## Metrics (β-TCVAE head, activations at {report['position']})",
+        f"Floors {'met' if f['met'] else 'NOT met'}: MIG ≥ 0.5 on every linearly decodable factor (min "
+        f"{f['min_mig_on_decodable']:.3f}); {len(f['factors_at_floor'])} factors steered at ≥ 90 % success, ≤ 5 % "
+        f"leakage, ≥ 95 % parse rate (PCA: {len(f['pca_factors_at_floor'])}); MIG "
+        f"{report['metrics']['mig.discrete_mig']:.3f} vs PCA {report['baseline_mig']['pca']:.3f}.",
         "",
+        "## Metrics (β-TCVAE head, held-out plans)",
+        "",
+        "| metric | value |",
+        "|---|---|",
     ]
-    lines += ["| metric | value |", "|---|---|"] + [
-        f"| {k} | {v:.3f} |" for k, v in report["metrics"].items() if isinstance(v, float)
-    ]
-    lines += ["", "## Per factor", "", "| factor | linear probe acc. | MIG |", "|---|---|---|"]
-    lines += [f"| {n} | {report['linear_probe_accuracy'][n]:.3f} | {report['mig_per_factor'][n]:.3f} |" for n in names]
-    lines += ["", "## Steering (success / leakage / parse rate)", ""]
+    lines += [f"| {k} | {v:.3f} |" for k, v in report["metrics"].items() if isinstance(v, float)]
     methods = {"beta_tcvae": report["steering"], **report["baselines"]}
-    lines += ["| factor | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    migs = {"beta_tcvae": report["mig_per_factor"], **report["baseline_mig_per_factor"]}
+    if "joint_vae" in report:
+        methods["joint_vae"] = report["joint_vae"]["steering"]
+        migs["joint_vae"] = report["joint_vae"]["mig_per_factor"]
+    lines += [
+        "",
+        "## Per factor: MIG and steering (success / leakage / parse rate)",
+        "",
+        "| factor | linear probe acc. | " + " | ".join(f"MIG {m}" for m in migs) + " | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * (len(migs) + len(methods)),
+    ]
     for n in names:
         lines.append(
-            f"| {n} | "
-            + " | ".join(
-                f"{m[n]['success']:.2f} / {m[n]['leakage']:.2f} / {m[n]['parse_rate']:.2f}" for m in methods.values()
-            )
+            f"| {n} | {report['linear_probe_accuracy'][n]:.3f} | "
+            + " | ".join(f"{m[n]:.3f}" for m in migs.values())
             + " |"
+            + "".join(_cell(m.get(n)) for m in methods.values())
         )
-    plan = report.get("plan_probe")
-    if plan:
+    lines += ["", "## Traversals (one latent from low to high, the same sampling seed)"]
+    for t in report["traversals"]:
+        lines += ["", f"Latent {t['latent']} (aligned with {t['factor']}):", ""]
+        lines += [f"- {row['value']:+.2f}: `{row['text']}`" for row in t["samples"]]
+    for t in report.get("joint_vae", {}).get("traversals", []):
+        lines += ["", f"Joint VAE head, latent {t['latent']} (aligned with {t['factor']}) through its values:", ""]
+        lines += [f"- {row['value']}: `{row['text']}`" for row in t["samples"]]
+    for key, title in (
+        ("middle_layer", "The β-TCVAE head at a middle layer"),
+        ("per_token", "Per-token head at the colon"),
+    ):
+        part = report.get(key)
+        if not part:
+            continue
         lines += [
             "",
-            f"## Plan probe: joint VAE head on positions {plan['span'][0]}..{plan['span'][1] - 1} at `{plan['hook']}`",
+            f"## {title}: `{part['hook']}`",
             "",
-            f"MIG {plan['mig']:.3f}. Factors at the steering floor (≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse "
-            f"rate): {', '.join(plan['factors_at_floor']) or 'none'}.",
-            "",
+            "| factor | linear probe acc. | MIG | steering |",
+            "|---|---|---|---|",
         ]
-        tc = plan.get("beta_tcvae")
-        if tc:
-            lines += [
-                f"β-TCVAE plan probe (Gaussian, one latent per factor): MIG {tc['mig']:.3f}; factors at the "
-                f"steering floor: {', '.join(tc['factors_at_floor']) or 'none'}.",
-                "",
-            ]
         lines += [
-            "| factor | linear probe acc. | MIG joint VAE |"
-            + (" MIG β-TCVAE |" if tc else "")
-            + " steering joint VAE |"
-            + (" steering β-TCVAE |" if tc else "")
-            + " steering PCA |",
-            "|---|---|---|---|" + ("---|---|" if tc else "") + "---|",
+            f"| {n} | {part['linear_probe_accuracy'][n]:.3f} | {part['mig_per_factor'][n]:.3f} |"
+            + _cell(part["steering"].get(n))
+            for n in names
         ]
-
-        def cell(r):
-            return f" {r['success']:.2f} / {r['leakage']:.2f} / {r['parse_rate']:.2f} |"
-
-        for n in names:
-            lines.append(
-                f"| {n} | {plan['linear_probe_accuracy'][n]:.3f} | {plan['mig_per_factor'][n]:.3f} |"
-                + (f" {tc['mig_per_factor'][n]:.3f} |" if tc else "")
-                + cell(plan["steering"][n])
-                + (cell(tc["steering"][n]) if tc else "")
-                + cell(plan["baselines"]["pca"][n])
-            )
-        for t in plan.get("traversals", []):
-            lines += [
-                "",
-                f"Latent {t['latent']} (aligned with {t['factor']}) through its values, same sampling seed:",
-                "",
-            ]
-            lines += [f"- {row['value']}: `{row['text']}`" for row in t["samples"]]
     return "\n".join(lines) + "\n"
-
-
-def main_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2)

@@ -97,16 +97,20 @@ class Probe:
         device: str | torch.device | None = None,
         init: str | None = None,
         init_vectors: int = 20_000,
+        init_steps: int | None = None,
     ) -> TrainResult:
         """Stream activations at the hook over ``data`` (host input batches) and train the head.
 
         ``init="isa"`` starts from the codes independent subspace analysis finds in the first
         ``init_vectors`` vectors (:mod:`probe_disentangle.isa`): one latent per independent
         subspace, its values the clusters inside it (a categorical latent takes them as its
-        categories, a Gaussian one as evenly spaced means). For a joint VAE head start the
+        categories, a Gaussian one as evenly spaced means), learnt in ``init_steps`` steps (None:
+        the head's ``initialize_from_codes`` default). For a joint VAE head start the
         capacity at its maximum then (``c_steps=1``), or training first blurs the codes."""
         if init not in (None, "isa"):
             raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
+        if init_steps is not None and init_steps < 1:
+            raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
         train = train or TrainConfig()
         store = ActivationStore(
             self.adapter,
@@ -146,7 +150,8 @@ class Probe:
 
             x = store.collect(max_vectors=init_vectors)
             codes, _ = isa_codes(x, sizes, seed=train.seed)
-            self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed)
+            steps = {} if init_steps is None else {"steps": init_steps}
+            self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)
         result = Trainer(self.head, train).fit(store)
         self.reference_codes = self._codes(store.collect(max_vectors=4096))
         return result

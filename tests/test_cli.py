@@ -154,6 +154,6 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
     assert "sizes" in capsys.readouterr().err
 
 
-def test_demo_refuses_zero_plan_restarts(capsys):
-    assert cli.main(["demo", "--plan-restarts", "0", "--out", "unused"]) == 2
-    assert "--plan-restarts must be ≥ 1" in capsys.readouterr().err
+def test_demo_refuses_zero_restarts(capsys):
+    assert cli.main(["demo", "--restarts", "0", "--out", "unused"]) == 2
+    assert "--restarts must be ≥ 1" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from probe_disentangle.demo import DemoConfig, fit_best_of, run_demo
+from probe_disentangle.demo import DemoConfig, _at_floor, _floors, _steered, fit_best_of, run_demo
 
 pytest.importorskip("transformer_lens")
 
@@ -14,48 +14,93 @@ pytest.importorskip("transformer_lens")
 def test_demo_writes_a_complete_report(tmp_path):
     cfg = DemoConfig(
         out=str(tmp_path / "demo"),
-        steps=15,
+        steps=5,
+        joint_steps=10,
+        batch_size=128,
         n_train=512,
         n_eval=400,
         n_steer=4,
+        middle_n_steer=2,
+        restarts=2,
+        per_token=True,
+        per_token_steps=5,
+        per_token_n_train=256,
+        init_steps=20,
+        steer_factors=["number", "polarity"],  # 2 values each: few generations
         progress=False,
-        plan_probe=True,
-        plan_steps=20,
-        plan_batch_size=128,
-        plan_n_train=512,
-        plan_n_steer=4,
-        plan_restarts=2,
-        plan_tcvae_steps=5,
     )
     lines = []
     report = run_demo(cfg, log=lines.append)
     on_disk = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert on_disk["steering"].keys() == report["steering"].keys()
-    for key in ("metrics", "steering", "baselines", "linear_probe_accuracy", "mig_per_factor", "traversals"):
-        assert key in on_disk
+    names = list(report["linear_probe_accuracy"])  # the world's order (JSON keys are sorted)
+    assert len(names) == 8 and on_disk["span"] == [1, 10] and on_disk["hook"] == "blocks.0.hook_resid_pre"
+    for key in ("metrics", "steering", "baselines", "mig_per_factor", "traversals", "floors", "joint_vae"):
+        assert key in on_disk, key
+    assert 0.0 <= on_disk["metrics"]["mig.discrete_mig"] <= 1.0 and "dci.disentanglement" in on_disk["metrics"]
+    assert on_disk["steering"].keys() == report["steering"].keys() == {"number", "polarity"}
     for factor, r in on_disk["steering"].items():
         assert {"success", "leakage", "parse_rate", "latent"} <= set(r), factor
         assert 0.0 <= r["success"] <= 1.0
-    assert set(on_disk["baselines"]) == {"vae_beta1", "pca", "diff_means", "positional_diff_means"}
-    assert (tmp_path / "demo" / "report.md").read_text().startswith("# probe_disentangle demo report")
-    assert (tmp_path / "demo" / "probe" / "probe.json").is_file()
-    plan = on_disk["plan_probe"]
-    assert plan["span"] == [1, 10] and set(plan["steering"]) == set(on_disk["steering"])
-    assert set(plan["baselines"]) == {"pca"} and 0.0 <= plan["mig"] <= 1.0
-    assert (tmp_path / "demo" / "plan_probe" / "probe.json").is_file()
-    assert plan["traversals"] and all(len(t["samples"]) == 6 for t in plan["traversals"])
-    assert "through its values" in (tmp_path / "demo" / "report.md").read_text()
-    restarts = plan["restarts"]
-    assert restarts["seeds"] == [0, 1] and len(restarts["explained_variance"]) == 2
-    assert len(restarts["mutual_info"]) == 2 and all(m >= 0 for m in restarts["mutual_info"])
-    assert restarts["chosen"] in restarts["seeds"]
-    assert "## Plan probe" in (tmp_path / "demo" / "report.md").read_text()
-    tc = plan["beta_tcvae"]  # the Gaussian β-TCVAE head on the same plan vectors, from ISA
-    assert set(tc["mig_per_factor"]) == set(plan["mig_per_factor"]) and 0.0 <= tc["mig"] <= 1.0
-    assert set(tc["steering"]) == set(plan["steering"]) and isinstance(tc["factors_at_floor"], list)
-    assert (tmp_path / "demo" / "plan_probe_beta_tcvae" / "probe.json").is_file()
-    assert "MIG β-TCVAE" in (tmp_path / "demo" / "report.md").read_text()
-    assert any("steering" in line for line in lines)
+    assert set(on_disk["baselines"]) == {"vae_beta1", "pca", "diff_means"}
+    assert set(on_disk["baseline_mig"]) == {"vae_beta1", "pca"}
+    floors = on_disk["floors"]
+    assert set(floors) == {"min_mig_on_decodable", "factors_at_floor", "pca_factors_at_floor", "better_than_pca", "met"}
+    # the floor list is exactly the factors whose steering meets 90 % / 5 % / 95 %
+    assert floors["factors_at_floor"] == [n for n in on_disk["steering"] if _at_floor(on_disk["steering"][n])]
+    assert [t["factor"] for t in on_disk["traversals"]] == ["number", "polarity"] and all(
+        len(t["samples"]) == 5 for t in on_disk["traversals"]
+    )
+    joint = on_disk["joint_vae"]
+    assert set(joint["mig_per_factor"]) == set(names) and 0.0 <= joint["mig"] <= 1.0
+    assert joint["traversals"] and all(len(t["samples"]) == 6 for t in joint["traversals"])
+    assert set(middle_keys := on_disk["middle_layer"]) >= {
+        "mig",
+        "mig_per_factor",
+        "linear_probe_accuracy",
+        "steering",
+    }, middle_keys
+    assert len(on_disk["restarts"]["beta_tcvae"]) == 2
+    assert sum(r["chosen"] for r in on_disk["restarts"]["beta_tcvae"]) == 1
+    middle = on_disk["middle_layer"]
+    assert middle["hook"] == "blocks.2.hook_resid_post" and set(middle["steering"]) == {"number", "polarity"}
+    per_token = on_disk["per_token"]
+    assert per_token["hook"] == "blocks.1.hook_resid_post" and set(per_token["steering"]) == {"number", "polarity"}
+    md = (tmp_path / "demo" / "report.md").read_text()
+    assert md.startswith("# probe_disentangle demo report")
+    for text in ("## Metrics", "MIG pca", "through its values", "middle layer", "Per-token head"):
+        assert text in md, text
+    for folder in ("probe", "joint_probe", "per_token_probe"):
+        assert (tmp_path / "demo" / folder / "probe.json").is_file(), folder
+    assert any(line.startswith("floors:") for line in (s.strip() for s in lines))
+
+
+def test_the_floors_are_read_off_the_report():
+    names = ["a", "b", "c", "d"]
+    good, bad = (
+        {"success": 0.95, "leakage": 0.0, "parse_rate": 1.0},
+        {"success": 0.5, "leakage": 0.0, "parse_rate": 1.0},
+    )
+    report = {
+        "steering": {"a": good, "b": good, "c": good, "d": bad},
+        "baselines": {"pca": {"a": good, "b": bad, "c": bad, "d": bad}},
+        "mig_per_factor": {"a": 0.9, "b": 0.6, "c": 0.7, "d": 0.1},
+        "metrics": {"mig.discrete_mig": 0.6},
+        "baseline_mig": {"pca": 0.2},
+    }
+    f = _floors(report, names, ["a", "b", "c"])  # d is not linearly decodable: its MIG does not count
+    assert f["met"] and f["min_mig_on_decodable"] == 0.6 and f["factors_at_floor"] == ["a", "b", "c"]
+    assert _floors(report, names, names)["met"] is False  # d's MIG 0.1 < 0.5
+    report["baseline_mig"]["pca"] = 0.7  # PCA's MIG higher: not better than PCA
+    assert _floors(report, names, ["a"])["better_than_pca"] is False
+    assert _floors(report, names, [])["met"] is False  # nothing decodable: nothing shown
+
+
+def test_steer_factors_must_name_the_worlds_factors(tmp_path):
+    cfg = DemoConfig(out=str(tmp_path), steer_factors=["number", "weather"])
+    with pytest.raises(ValueError, match="steer_factors must name factors"):
+        _steered(cfg, ["number", "polarity"])
+    assert _steered(DemoConfig(steer_factors=["polarity"]), ["number", "polarity"]) == [1]
+    assert _steered(DemoConfig(), ["number", "polarity"]) == [0, 1]
 
 
 def test_fit_best_of_reconstruction_first_then_the_most_independent_codes():

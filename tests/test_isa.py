@@ -106,6 +106,8 @@ def test_probe_fit_init_checks_the_head():
         Probe(model, "0").fit(data, TrainConfig(steps=1, batch_size=32), init="pca")
     with pytest.raises(ValueError, match="init=.isa. starts a VAE head"):
         Probe(model, "0", architecture="infogan_head").fit(data, TrainConfig(steps=1, batch_size=32), init="isa")
+    with pytest.raises(ValueError, match="init_steps must be ≥ 1"):
+        Probe(model, "0").fit(data, TrainConfig(steps=1, batch_size=32), init="isa", init_steps=0)
 
 
 def test_a_gaussian_head_starts_with_one_factor_per_latent():
