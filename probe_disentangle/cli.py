@@ -35,13 +35,18 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.restarts < 1:
         raise ValueError(f"--restarts must be ≥ 1, got {args.restarts}")
+    for flag, v in (("--steps", args.steps), ("--joint-steps", args.joint_steps)):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} must be ≥ 1, got {v} (--no-joint skips the joint head)")
     random = args.init == "random"
     cfg = DemoConfig(
         out=args.out,
         hook=args.hook,
         init=None if random else args.init,
-        steps=args.steps or (3000 if random else 200),
-        joint_steps=0 if args.no_joint else (args.joint_steps or (6000 if random else 500)),
+        steps=(3000 if random else 200) if args.steps is None else args.steps,
+        joint_steps=0
+        if args.no_joint
+        else ((6000 if random else 500) if args.joint_steps is None else args.joint_steps),
         restarts=args.restarts,
         middle_hook=args.middle_hook or None,
         per_token=args.per_token,
@@ -349,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         default="isa",
         help="start the heads from independent subspace analysis (default) or at random",
     )
-    p.add_argument("--steps", type=int, default=None, help="β-TCVAE head steps (default: 200 from isa, 3000 random)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps of the β-TCVAE head, its β = 1 baseline and the middle-layer head (default: 200 from isa, 3000 random)",
+    )
     p.add_argument(
         "--joint-steps", type=int, default=None, help="joint VAE head steps (default: 500 from isa, 6000 random)"
     )
@@ -368,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-token", action="store_true", help="also fit per-token heads at the plan's colon")
     p.add_argument("--n-steer", type=int, default=40, help="generated sentences per steered factor value")
     p.add_argument(
-        "--strength", type=float, default=2.0, help="edit strength of the PCA and difference-of-means baselines"
+        "--strength",
+        type=float,
+        default=2.0,
+        help="edit strength of the PCA and difference-of-means baselines and the per-token heads",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

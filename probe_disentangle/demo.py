@@ -10,7 +10,8 @@ sentence copies the plan in block 0, so an edit after that is overridden by the 
 ``blocks.0.hook_resid_post`` steered 1 factor of 8, at ``blocks.1.hook_resid_post`` none, with
 MIG ≥ 0.88 on every factor there). The demo still fits the same head at a middle layer and
 reports its metrics and steering (``middle_hook``), and, with ``per_token``, the per-token head
-at the colon that a first attempt would use (at chance on this host)."""
+a first attempt would use (every position; measured at the sentence's last word; at chance on
+this host)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ from .train import TrainConfig
 class DemoConfig:
     out: str = "runs/demo"
     # the probe: a Gaussian β-TCVAE head on the plan span at ``hook``, started from independent
-    # subspace analysis ("isa"; None: a random start, which needs far more steps and still
-    # spreads factors over latents)
+    # subspace analysis ("isa"; None: a random start, which needs far more steps — set ``steps``
+    # and ``joint_steps``; the CLI's --init random uses 3000 and 6000 — and still spreads factors
+    # over latents). The β = 1 baseline and the middle-layer head share ``init``, ``init_steps``
+    # (None: 600 for a Gaussian head, 300 for the joint one) and ``steps``.
     hook: str = "blocks.0.hook_resid_pre"
     init: str | None = "isa"
     init_steps: int | None = None  # steps to learn the ISA start (None: the head's default)
@@ -47,7 +50,9 @@ class DemoConfig:
     n_train: int = 20_000
     n_eval: int = 2000
     n_steer: int = 40
-    strength: float = 2.0  # PCA and difference-of-means edits (a head's latent is set to its value's mean)
+    strength: float = (
+        2.0  # PCA, difference-of-means and per-token edits (a plan head's latent is set to its value's mean)
+    )
     seed: int = 0
     progress: bool = True
     steer_factors: Sequence[str] | None = None  # the factors to steer (None: all)
@@ -55,8 +60,8 @@ class DemoConfig:
     joint_steps: int = 500
     # the β-TCVAE head again at a middle layer: metrics and steering there (None: skip)
     middle_hook: str | None = "blocks.2.hook_resid_post"
-    middle_n_steer: int = 10
-    # a per-token β-TCVAE head at the colon, the first thing one would try (off by default)
+    middle_n_steer: int = 10  # generations per value at the middle layer and for the per-token heads
+    # a per-token β-TCVAE head (every position), the first thing one would try (off by default)
     per_token: bool = False
     per_token_hook: str = "blocks.1.hook_resid_post"
     per_token_steps: int = 800
@@ -149,7 +154,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         middle = None
         if cfg.middle_hook:
             make = lambda: plan_gaussian_probe(model, world, cfg.middle_hook, cfg.n_train, beta=cfg.beta)  # noqa: E731
-            p, _ = _fit(
+            p, restarts["middle_beta_tcvae"] = _fit(
                 cfg, make, cfg.steps, batches, cfg.middle_hook, held_out[cfg.middle_hook], cache, "beta_tcvae", log
             )
             middle = (p, steering.sequence_vectors(p.adapter, cfg.middle_hook, eval_tokens))
@@ -219,7 +224,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     f = report["floors"]
     log(
         f"\nfloors: MIG ≥ 0.5 on every linearly decodable factor ({len(decodable)} of {len(names)}): "
-        f"min {f['min_mig_on_decodable']:.3f}; steered at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate: "
+        f"min {_num(f['min_mig_on_decodable'])}; steered at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate: "
         f"{len(f['factors_at_floor'])} factors (PCA {len(f['pca_factors_at_floor'])}); MIG {report['metrics']['mig.discrete_mig']:.3f} "
         f"vs PCA {report['baseline_mig']['pca']:.3f} → {'met' if f['met'] else 'NOT met'}"
     )
@@ -322,7 +327,7 @@ def _floors(report: dict[str, Any], names, decodable) -> dict[str, Any]:
     mig_ok = bool(decodable) and mins >= 0.5
     better = report["metrics"]["mig.discrete_mig"] > report["baseline_mig"]["pca"] and len(at_floor) > len(pca_at_floor)
     return {
-        "min_mig_on_decodable": float(mins),
+        "min_mig_on_decodable": float(mins) if decodable else None,  # None: nothing decodable
         "factors_at_floor": at_floor,
         "pca_factors_at_floor": pca_at_floor,
         "better_than_pca": bool(better),
@@ -371,8 +376,9 @@ def _gaussian_traversals(
 
 
 def _per_token(cfg: DemoConfig, model, world, rng, f_eval, out: Path, log) -> dict[str, Any]:
-    """A β-TCVAE head (and a β = 1 one) on single-token activations, read at the plan's colon:
-    what one would try first. On this host it stays at chance (the plan is spread over 9 positions)."""
+    """A β-TCVAE head (and a β = 1 one) on single-token activations (every position), measured
+    and aligned at the sentence's last word, where every factor has been expressed: what one would
+    try first. On this host it stays at chance (the plan is spread over 9 positions)."""
     names = world.factor_names
     toks = world.render(world.sample_factors(cfg.per_token_n_train, rng))
     batches = [torch.as_tensor(toks[i : i + 256]) for i in range(0, len(toks), 256)]
@@ -410,13 +416,15 @@ def _per_token(cfg: DemoConfig, model, world, rng, f_eval, out: Path, log) -> di
         )
         for m, p in probes.items()
     }
-    log(f"\nper-token heads at the colon, {cfg.per_token_hook}: linear-probe accuracy, MIG, steering β-TCVAE, β = 1")
+    log(
+        f"\nper-token heads at {cfg.per_token_hook} (measured at the last word): linear-probe accuracy, MIG, steering β-TCVAE, β = 1"
+    )
     for n in names:
         log(f"  {n:<8} {linear[n]:>6.3f} {mig[n]:>7.3f}" + "".join(_row(r, n) for r in results.values()))
     probes["beta_tcvae"].save_pretrained(out / "per_token_probe")
     return {
         "hook": cfg.per_token_hook,
-        "position": "the plan's colon",
+        "position": "every token; measured at the sentence's last word",
         "metrics": _metrics(codes, f_eval, cfg.seed),
         "mig_per_factor": mig,
         "linear_probe_accuracy": linear,
@@ -553,6 +561,10 @@ def _plan_traversals(probe: Probe, model, world, alignment, factors, seed: int) 
     return out
 
 
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
 def _cell(r: dict[str, float] | None) -> str:
     return " — |" if r is None else f" {r['success']:.2f} / {r['leakage']:.2f} / {r['parse_rate']:.2f} |"
 
@@ -567,9 +579,12 @@ def _markdown(report: dict[str, Any], names) -> str:
         f"{report['seconds']} s.",
         "",
         f"Floors {'met' if f['met'] else 'NOT met'}: MIG ≥ 0.5 on every linearly decodable factor (min "
-        f"{f['min_mig_on_decodable']:.3f}); {len(f['factors_at_floor'])} factors steered at ≥ 90 % success, ≤ 5 % "
+        f"{_num(f['min_mig_on_decodable'])}); {len(f['factors_at_floor'])} factors steered at ≥ 90 % success, ≤ 5 % "
         f"leakage, ≥ 95 % parse rate (PCA: {len(f['pca_factors_at_floor'])}); MIG "
         f"{report['metrics']['mig.discrete_mig']:.3f} vs PCA {report['baseline_mig']['pca']:.3f}.",
+        "",
+        "Baselines on the same vectors: `vae_beta1` is the same head with β = 1 from the same start, `pca` "
+        "the top principal directions, `diff_means` the supervised difference of class means.",
         "",
         "## Metrics (β-TCVAE head, held-out plans)",
         "",
@@ -605,7 +620,7 @@ def _markdown(report: dict[str, Any], names) -> str:
         lines += [f"- {row['value']}: `{row['text']}`" for row in t["samples"]]
     for key, title in (
         ("middle_layer", "The β-TCVAE head at a middle layer"),
-        ("per_token", "Per-token head at the colon"),
+        ("per_token", "Per-token head (measured at the last word)"),
     ):
         part = report.get(key)
         if not part:

@@ -157,3 +157,5 @@ def test_fit_a_joint_head_on_a_span(tmp_path, capsys):
 def test_demo_refuses_zero_restarts(capsys):
     assert cli.main(["demo", "--restarts", "0", "--out", "unused"]) == 2
     assert "--restarts must be ≥ 1" in capsys.readouterr().err
+    assert cli.main(["demo", "--joint-steps", "0", "--out", "unused"]) == 2
+    assert "--no-joint skips the joint head" in capsys.readouterr().err

@@ -61,6 +61,7 @@ def test_demo_writes_a_complete_report(tmp_path):
     }, middle_keys
     assert len(on_disk["restarts"]["beta_tcvae"]) == 2
     assert sum(r["chosen"] for r in on_disk["restarts"]["beta_tcvae"]) == 1
+    assert len(on_disk["restarts"]["middle_beta_tcvae"]) == 2
     middle = on_disk["middle_layer"]
     assert middle["hook"] == "blocks.2.hook_resid_post" and set(middle["steering"]) == {"number", "polarity"}
     per_token = on_disk["per_token"]
@@ -92,7 +93,8 @@ def test_the_floors_are_read_off_the_report():
     assert _floors(report, names, names)["met"] is False  # d's MIG 0.1 < 0.5
     report["baseline_mig"]["pca"] = 0.7  # PCA's MIG higher: not better than PCA
     assert _floors(report, names, ["a"])["better_than_pca"] is False
-    assert _floors(report, names, [])["met"] is False  # nothing decodable: nothing shown
+    nothing = _floors(report, names, [])  # nothing decodable: nothing shown, and no NaN in the JSON
+    assert nothing["met"] is False and nothing["min_mig_on_decodable"] is None
 
 
 def test_steer_factors_must_name_the_worlds_factors(tmp_path):
