@@ -38,15 +38,12 @@ def _demo(args: argparse.Namespace) -> int:
     for flag, v in (("--steps", args.steps), ("--joint-steps", args.joint_steps)):
         if v is not None and v < 1:
             raise ValueError(f"{flag} must be ≥ 1, got {v} (--no-joint skips the joint head)")
-    random = args.init == "random"
     cfg = DemoConfig(
         out=args.out,
         hook=args.hook,
-        init=None if random else args.init,
-        steps=(3000 if random else 200) if args.steps is None else args.steps,
-        joint_steps=0
-        if args.no_joint
-        else ((6000 if random else 500) if args.joint_steps is None else args.joint_steps),
+        init=None if args.init == "random" else args.init,
+        steps=args.steps,
+        joint_steps=0 if args.no_joint else args.joint_steps,
         restarts=args.restarts,
         middle_hook=args.middle_hook or None,
         per_token=args.per_token,
@@ -375,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         default="blocks.2.hook_resid_post",
         help="also fit the β-TCVAE head here and report its metrics and steering ('' to skip)",
     )
-    p.add_argument("--per-token", action="store_true", help="also fit per-token heads at the plan's colon")
+    p.add_argument("--per-token", action="store_true", help="also fit per-token heads (measured at the last word)")
     p.add_argument("--n-steer", type=int, default=40, help="generated sentences per steered factor value")
     p.add_argument(
         "--strength",

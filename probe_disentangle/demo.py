@@ -36,13 +36,12 @@ class DemoConfig:
     out: str = "runs/demo"
     # the probe: a Gaussian β-TCVAE head on the plan span at ``hook``, started from independent
     # subspace analysis ("isa"; None: a random start, which needs far more steps — set ``steps``
-    # and ``joint_steps``; the CLI's --init random uses 3000 and 6000 — and still spreads factors
-    # over latents). The β = 1 baseline and the middle-layer head share ``init``, ``init_steps``
+    # and ``joint_steps``, whose defaults follow ``init`` — and still spreads factors over latents). The β = 1 baseline and the middle-layer head share ``init``, ``init_steps``
     # (None: 600 for a Gaussian head, 300 for the joint one) and ``steps``.
     hook: str = "blocks.0.hook_resid_pre"
     init: str | None = "isa"
     init_steps: int | None = None  # steps to learn the ISA start (None: the head's default)
-    steps: int = 200
+    steps: int | None = None  # None: 200 from ISA, 3000 from a random start
     beta: float = 6.0
     batch_size: int = 512
     lr: float = 1e-3
@@ -56,8 +55,9 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
     steer_factors: Sequence[str] | None = None  # the factors to steer (None: all)
-    # a categorical joint VAE head on the same vectors (a latent per factor, 6 values each; 0: skip)
-    joint_steps: int = 500
+    # a categorical joint VAE head on the same vectors (a latent per factor, 6 values each; 0: skip;
+    # None: 500 from ISA, 6000 from a random start)
+    joint_steps: int | None = None
     # the β-TCVAE head again at a middle layer: metrics and steering there (None: skip)
     middle_hook: str | None = "blocks.2.hook_resid_post"
     middle_n_steer: int = 10  # generations per value at the middle layer and for the per-token heads
@@ -67,6 +67,12 @@ class DemoConfig:
     per_token_steps: int = 800
     per_token_latents: int = 10
     per_token_n_train: int = 4000
+
+    def __post_init__(self) -> None:
+        if self.steps is None:
+            self.steps = 3000 if self.init is None else 200
+        if self.joint_steps is None:
+            self.joint_steps = 6000 if self.init is None else 500
 
 
 def _linear_probe_accuracy(acts: np.ndarray, factors: np.ndarray, names, seed: int) -> dict[str, float]:
@@ -193,26 +199,25 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     results = {}
     for m, (st, al) in steerers.items():
         results[m] = steering.evaluate_steering(model, world, st, factors, n=cfg.n_steer, seed=cfg.seed + 1)
-        for j in factors:
-            if al is not None:
+        if al is not None:
+            for j in factors:
                 results[m][names[j]]["latent"] = int(al[j])
     report["steering"] = results.pop("beta_tcvae")
     report["baselines"] = {m: r for m, r in results.items() if m != "joint_vae"}
     pcs = steering.principal_directions(acts, len(names))
-    pca_codes = ((acts - acts.mean(0)) @ pcs.T).numpy()
-    mig = {"beta_tcvae": report["mig_per_factor"], "pca": _per_factor_mig(pca_codes, f_eval, names)}
-    mig["vae_beta1"] = _per_factor_mig(probes["vae_beta1"].encode(acts).numpy(), f_eval, names)
-    report["baseline_mig"] = {"pca": _mig(pca_codes, f_eval)}
-    report["baseline_mig"]["vae_beta1"] = _mig(probes["vae_beta1"].encode(acts).numpy(), f_eval)
+    method_codes = {m: p.encode(acts).numpy() for m, p in probes.items() if m != "beta_tcvae"}
+    method_codes["pca"] = ((acts - acts.mean(0)) @ pcs.T).numpy()
+    mig = {"beta_tcvae": report["mig_per_factor"]}
+    mig.update({m: _per_factor_mig(c, f_eval, names) for m, c in method_codes.items()})
+    overall = {m: _mig(c, f_eval) for m, c in method_codes.items()}
+    report["baseline_mig"] = {m: overall[m] for m in ("pca", "vae_beta1")}
     report["baseline_mig_per_factor"] = {m: mig[m] for m in ("vae_beta1", "pca")}
     if "joint_vae" in probes:
-        joint_codes = probes["joint_vae"].encode(acts).numpy()
-        mig["joint_vae"] = _per_factor_mig(joint_codes, f_eval, names)
         report["joint_vae"] = {
-            "mig": _mig(joint_codes, f_eval),
+            "mig": overall["joint_vae"],
             "mig_per_factor": mig["joint_vae"],
             "steering": results["joint_vae"],
-            "factors_at_floor": [n for n in results["joint_vae"] if _at_floor(results["joint_vae"][n])],
+            "factors_at_floor": _at_floor_names(results["joint_vae"]),
         }
     table = {"beta_tcvae": report["steering"], **results}
     log("\nper factor: linear-probe accuracy; MIG and steering (success / leakage / parse rate) of each method")
@@ -220,7 +225,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     for n in names:
         cells = "".join((f"{mig[m][n]:>7.3f}" if m in mig else f"{'—':>7}") + _row(r, n) for m, r in table.items())
         log(f"  {n:<8} {linear[n]:>6.3f} {cells}")
-    report["floors"] = _floors(report, names, decodable)
+    report["floors"] = _floors(report, decodable)
     f = report["floors"]
     log(
         f"\nfloors: MIG ≥ 0.5 on every linearly decodable factor ({len(decodable)} of {len(names)}): "
@@ -318,16 +323,16 @@ def _row(results: dict[str, Any], name: str) -> str:
     return f"{r['success']:>7.2f}{r['leakage']:>6.2f}{r['parse_rate']:>6.2f}"
 
 
-def _floors(report: dict[str, Any], names, decodable) -> dict[str, Any]:
+def _floors(report: dict[str, Any], decodable: Sequence[str]) -> dict[str, Any]:
     """Issue 4's floors, read off the report: MIG ≥ 0.5 on every linearly decodable factor, ≥ 3
     factors at the steering floor, better than PCA on both."""
-    at_floor = [n for n in names if n in report["steering"] and _at_floor(report["steering"][n])]
-    pca_at_floor = [n for n in names if n in report["steering"] and _at_floor(report["baselines"]["pca"][n])]
-    mins = min((report["mig_per_factor"][n] for n in decodable), default=float("nan"))
-    mig_ok = bool(decodable) and mins >= 0.5
+    at_floor = _at_floor_names(report["steering"])
+    pca_at_floor = _at_floor_names(report["baselines"]["pca"])
+    mins = min((report["mig_per_factor"][n] for n in decodable), default=None)  # None: nothing decodable
+    mig_ok = mins is not None and mins >= 0.5
     better = report["metrics"]["mig.discrete_mig"] > report["baseline_mig"]["pca"] and len(at_floor) > len(pca_at_floor)
     return {
-        "min_mig_on_decodable": float(mins) if decodable else None,  # None: nothing decodable
+        "min_mig_on_decodable": mins,
         "factors_at_floor": at_floor,
         "pca_factors_at_floor": pca_at_floor,
         "better_than_pca": bool(better),
@@ -353,7 +358,7 @@ def _middle_layer(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, log
         "mig_per_factor": mig,
         "linear_probe_accuracy": linear,
         "steering": res,
-        "factors_at_floor": [n for n in res if _at_floor(res[n])],
+        "factors_at_floor": _at_floor_names(res),
     }
 
 
@@ -541,6 +546,11 @@ def fit_best_of(
 def _at_floor(r: dict[str, float]) -> bool:
     """The issue's steering floor: success ≥ 90 %, leakage ≤ 5 %, parse rate ≥ 95 %."""
     return r["success"] >= 0.9 and r["leakage"] <= 0.05 and r["parse_rate"] >= 0.95
+
+
+def _at_floor_names(results: dict[str, dict[str, float]]) -> list[str]:
+    """The factors (in the results' order) whose steering meets the floor."""
+    return [n for n, r in results.items() if _at_floor(r)]
 
 
 def _plan_traversals(probe: Probe, model, world, alignment, factors, seed: int) -> list[dict[str, Any]]:

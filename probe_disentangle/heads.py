@@ -12,6 +12,7 @@ never imports the trainer: the trainer passes in an ``optimize(name, loss)`` cal
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +97,32 @@ def _check_width(x: Tensor, d_in: int, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 # VAE head
 # --------------------------------------------------------------------------------------------
+
+
+def _minibatch_steps(
+    module: nn.Module,
+    params: Iterable[nn.Parameter],
+    loss: Callable[[Tensor], Tensor],
+    n: int,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> None:
+    """``steps`` Adam steps on ``loss(idx)`` over seeded random minibatches of row indices
+    ``0..n-1``, with ``module`` in training mode; left in eval mode. The fitting loop of the
+    heads' ``initialize_from_codes``."""
+    opt = torch.optim.Adam(params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    module.train()
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=g).to(device)
+        value = loss(idx)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+    module.eval()
 
 
 @dataclass
@@ -187,18 +214,13 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         half = (codes.amax(0) / 2).clamp_min(0.5)  # (V − 1) / 2 per code
         target = x.new_zeros(len(x), k)
         target[:, : codes.shape[1]] = (codes.float() - half) / half * spread
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
-        g = torch.Generator().manual_seed(seed)
-        self.train()
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).to(x.device)
+
+        def loss(idx: Tensor) -> Tensor:
             mu, logvar = self.encode(x[idx])
             fit = ((mu - target[idx]) ** 2).sum(1).mean() + ((logvar - 2 * math.log(std)) ** 2).mean()
-            rec = losses.reconstruction_loss(self.decode(target[idx]), x[idx]).mean() / self.config.d_in
-            opt.zero_grad(set_to_none=True)
-            (fit + rec).backward()
-            opt.step()
-        self.eval()
+            return fit + losses.reconstruction_loss(self.decode(target[idx]), x[idx]).mean() / self.config.d_in
+
+        _minibatch_steps(self, self.parameters(), loss, len(x), steps, lr, batch_size, seed, x.device)
         with torch.no_grad():
             mu, _ = self.encode(x)
             return {
@@ -351,19 +373,15 @@ class JointVAEHead(nn.Module):
                 self.decoder.table.weight.copy_(table.T)
                 self.decoder.bias.copy_(x.mean(0) - onehot.mean(0) @ table)
         params = list(self.encoder.parameters()) + ([] if exact else list(self.decoder.parameters()))
-        opt = torch.optim.Adam(params, lr=lr)
-        g = torch.Generator().manual_seed(seed)
-        self.train()
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).to(x.device)
+
+        def loss(idx: Tensor) -> Tensor:
             _, _, logits = self.posterior(x[idx])
-            loss = sum(nn.functional.cross_entropy(lg, codes[idx, i]) for i, lg in enumerate(logits))
+            out = sum(nn.functional.cross_entropy(lg, codes[idx, i]) for i, lg in enumerate(logits))
             if not exact:
-                loss = loss + losses.reconstruction_loss(self.decode_onehot(onehot[idx]), x[idx]).mean() / c.d_in
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        self.eval()
+                out = out + losses.reconstruction_loss(self.decode_onehot(onehot[idx]), x[idx]).mean() / c.d_in
+            return out
+
+        _minibatch_steps(self, params, loss, len(x), steps, lr, batch_size, seed, x.device)
         with torch.no_grad():
             _, _, logits = self.posterior(x)
             acc = float(torch.stack([lg.argmax(-1) == codes[:, i] for i, lg in enumerate(logits)], 1).float().mean())

@@ -88,12 +88,12 @@ def test_the_floors_are_read_off_the_report():
         "metrics": {"mig.discrete_mig": 0.6},
         "baseline_mig": {"pca": 0.2},
     }
-    f = _floors(report, names, ["a", "b", "c"])  # d is not linearly decodable: its MIG does not count
+    f = _floors(report, ["a", "b", "c"])  # d is not linearly decodable: its MIG does not count
     assert f["met"] and f["min_mig_on_decodable"] == 0.6 and f["factors_at_floor"] == ["a", "b", "c"]
-    assert _floors(report, names, names)["met"] is False  # d's MIG 0.1 < 0.5
+    assert _floors(report, names)["met"] is False  # d's MIG 0.1 < 0.5
     report["baseline_mig"]["pca"] = 0.7  # PCA's MIG higher: not better than PCA
-    assert _floors(report, names, ["a"])["better_than_pca"] is False
-    nothing = _floors(report, names, [])  # nothing decodable: nothing shown, and no NaN in the JSON
+    assert _floors(report, ["a"])["better_than_pca"] is False
+    nothing = _floors(report, [])  # nothing decodable: nothing shown, and no NaN in the JSON
     assert nothing["met"] is False and nothing["min_mig_on_decodable"] is None
 
 
