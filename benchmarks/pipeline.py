@@ -120,7 +120,7 @@ def main() -> None:
     )
     sync()
     t_fit = time.perf_counter() - t0
-    # the fit pass also reads a normaliser sample and the reference codes: count all tokens it ran
+    # the normaliser sample and the reference vectors come from the same pass: the host runs once per batch
     row = {
         "host": args.host,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),

@@ -28,6 +28,7 @@ from .store import ActivationStore, Normalizer
 from .train import TrainConfig, Trainer, TrainResult
 
 ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
+REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's reference (traversal and steering ranges)
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ class Probe:
         if normalize:
             self.normalizer = store.estimate_normalizer(normalizer_vectors)
         store.normalizer = self.normalizer
+        # read before training, from the same pass the trainer then carries on: the host runs once
+        reference = store.collect(max_vectors=REFERENCE_VECTORS)
         if self.head is None:
-            d = self.normalizer.mean.numel() if self.normalizer is not None else next(iter(store.chunks())).shape[1]
+            d = reference.shape[1]
             cls, cfg_cls = registry.get(self.architecture)
             cfg = dict(self.head_config)
             if self.architecture == "vae_head" and cfg.get("objective", "beta_tcvae") == "beta_tcvae":
@@ -153,7 +156,7 @@ class Probe:
             steps = {} if init_steps is None else {"steps": init_steps}
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)
         result = Trainer(self.head, train).fit(store)
-        self.reference_codes = self._codes(store.collect(max_vectors=4096))
+        self.reference_codes = self._codes(reference.to(self._param_device()))
         return result
 
     # ---------------------------------------------------------------- latents

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,17 @@ class RunningStats:
         return Normalizer(self.mean.float().cpu(), var.sqrt().clamp_min(eps).float().cpu())
 
 
+@dataclass
+class _OpenPass:
+    """A pass over the data begun by ``collect``/``estimate_normalizer`` and paused: its chunks
+    read so far, and the rest still to come."""
+
+    chunks: Iterator[Tensor]
+    read: list[Tensor] = field(default_factory=list)
+    rows: int = 0
+    done: bool = False
+
+
 class ActivationStore:
     """Vectors at ``hook`` of ``adapter``'s host over ``data`` (an iterable of host input batches).
 
@@ -118,6 +129,7 @@ class ActivationStore:
         self.dtype = dtype
         self.stats = RunningStats()
         self.vectors_seen = 0
+        self._open: _OpenPass | None = None
 
     # ---------------------------------------------------------------- raw chunks
     def _host_chunks(self) -> Iterator[Tensor]:
@@ -141,9 +153,9 @@ class ActivationStore:
             with safe_open(str(path), framework="pt") as f:  # memory-mapped
                 yield f.get_tensor("vectors")
 
-    def chunks(self) -> Iterator[Tensor]:
-        """Raw (unnormalised) vectors chunk by chunk: from the cache if complete, else from the host
-        (writing the cache as it goes when ``cache_dir`` is set)."""
+    def _pass(self) -> Iterator[Tensor]:
+        """One pass over the raw chunks: from the cache if complete, else from the host (writing the
+        cache as it goes when ``cache_dir`` is set)."""
         if self._cached():
             yield from self._cache_chunks()
             return
@@ -159,11 +171,41 @@ class ActivationStore:
         if self.cache_dir is not None:  # written last: a cache without a manifest is never read
             io.atomic_write_json(self.cache_dir / CACHE_MANIFEST, {"hook": self.hook, "shards": shards, "d": d})
 
+    def _read_until(self, n: int | None) -> list[Tensor]:
+        """The first chunks of the open pass (opening one if none is open), read on until they hold
+        ≥ ``n`` vectors (None: the whole data). They are kept for the next :meth:`chunks`."""
+        if self._open is None:
+            self._open = _OpenPass(self._pass())
+        p = self._open
+        while not p.done and (n is None or p.rows < n):
+            try:
+                chunk = next(p.chunks)
+            except StopIteration:
+                p.done = True
+                break
+            p.read.append(chunk)
+            p.rows += chunk.shape[0]
+        return p.read
+
+    def chunks(self) -> Iterator[Tensor]:
+        """Raw (unnormalised) vectors chunk by chunk, one pass over the data. A pass that
+        :meth:`collect` or :meth:`estimate_normalizer` began is carried on, its chunks already read
+        served first: the host runs once over each batch, and a one-shot iterator loses nothing."""
+        p, self._open = self._open, None
+        if p is None:
+            yield from self._pass()
+            return
+        read, p.read = p.read, []
+        while read:
+            yield read.pop(0)  # released as served
+        if not p.done:
+            yield from p.chunks
+
     # ---------------------------------------------------------------- statistics
     def estimate_normalizer(self, max_vectors: int = 100_000) -> Normalizer:
         """Fix the normaliser from the first ``max_vectors`` vectors (saved with the probe)."""
         stats = RunningStats()
-        for chunk in self.chunks():
+        for chunk in self._read_until(max_vectors):
             stats.update(chunk[: max_vectors - stats.n])
             if stats.n >= max_vectors:
                 break
@@ -171,16 +213,17 @@ class ActivationStore:
         return self.normalizer
 
     def collect(self, max_vectors: int | None = None) -> Tensor:
-        """All vectors (normalised if a normaliser is set) in collection order, up to ``max_vectors``."""
+        """The first ``max_vectors`` vectors (None: all; normalised if a normaliser is set) in
+        collection order. What it reads is served again by the next pass, not recomputed."""
         out, n = [], 0
-        for chunk in self.chunks():
+        for chunk in self._read_until(max_vectors):
             if max_vectors is not None:
                 chunk = chunk[: max_vectors - n]
             out.append(chunk.to(self.dtype))
             n += chunk.shape[0]
             if max_vectors is not None and n >= max_vectors:
                 break
-        if not out:
+        if not out or n == 0:
             raise ValueError("the data produced no activation vectors")
         x = torch.cat(out)
         return self.normalizer(x) if self.normalizer is not None else x

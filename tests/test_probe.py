@@ -29,6 +29,26 @@ def test_fit_sets_normaliser_and_head_width(probe):
     assert probe.normalizer.mean.shape == (32,) and probe.reference_codes.shape[1] == 4
 
 
+def test_fit_runs_the_host_once_per_batch_and_trains_on_a_one_shot_iterator(tiny_bridge, token_batches):
+    # the normaliser, the reference codes and training share one pass over the data: a generator
+    # of host batches works, and nothing is run through the host twice
+    runs = []
+    handle = tiny_bridge.blocks[0].register_forward_pre_hook(lambda *a: runs.append(1))
+    try:
+        torch.manual_seed(0)
+        p = Probe(tiny_bridge, HOOK, head_config=dict(latent_dim=2, hidden=16))
+        p.fit(
+            (b for b in token_batches),
+            TrainConfig(steps=5, batch_size=64, progress=False),
+            buffer_size=128,
+            normalizer_vectors=100,
+        )
+    finally:
+        handle.remove()
+    assert len(runs) == len(token_batches)  # the 4096 reference vectors read all 12 batches: each ran once
+    assert p.reference_codes.shape == (len(token_batches) * 8 * 9, 2)  # 8 rows × 9 tokens (BOS excluded)
+
+
 def test_edit_semantics_keep_what_the_head_does_not_reconstruct(probe):
     a = torch.randn(6, 32)
     torch.testing.assert_close(probe.edit_vectors(a, {}), a)  # no edit: identity, not the reconstruction

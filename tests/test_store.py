@@ -88,3 +88,47 @@ def test_too_little_data_is_a_clear_error():
     store = ActivationStore(attach(Ident()), "layer", _data(1, rows=10), batch_size=20, buffer_size=40, device="cpu")
     with pytest.raises(ValueError, match="fewer than one batch of 20"):
         list(store)
+
+
+class Counting(Ident):
+    """Counts the host's forwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+def test_normaliser_and_collect_read_the_pass_training_then_carries_on():
+    # a one-shot iterator: what the normaliser and collect read must still be trained on, and the
+    # host must run once per batch, not again for the statistics
+    host = Counting()
+    store = ActivationStore(attach(host), "layer", iter(_data()), batch_size=20, buffer_size=100, device="cpu")
+    store.estimate_normalizer(max_vectors=120)
+    assert host.calls == 3  # 150 vectors read for 120
+    head = store.collect(max_vectors=180)  # normalised, from the same pass: one more batch
+    assert host.calls == 4 and head.shape == (180, 4)
+    store.normalizer = None
+    torch.testing.assert_close(store.collect(max_vectors=50)[:, 0], torch.arange(50.0))  # no host run
+    assert host.calls == 4
+    served = torch.cat(list(store))[:, 0]
+    assert host.calls == 10  # each of the 10 batches ran once
+    assert served.unique().numel() == served.numel() >= 480
+    assert store.vectors_seen == 500
+
+
+def test_a_later_pass_starts_the_data_again():
+    host = Counting()
+    store = ActivationStore(attach(host), "layer", _data(3), batch_size=25, buffer_size=50, device="cpu")
+    first = torch.cat(list(store))
+    second = torch.cat(list(store))
+    assert host.calls == 6 and first.shape == second.shape == (150, 4)
+    torch.testing.assert_close(store.collect(max_vectors=60)[:, 0], torch.arange(60.0))  # a new pass, paused
+    assert host.calls == 8
+    one_shot = ActivationStore(attach(Ident()), "layer", iter(_data(2)), batch_size=25, buffer_size=50, device="cpu")
+    list(one_shot)
+    with pytest.raises(ValueError, match="no activation vectors"):
+        one_shot.collect(max_vectors=10)
