@@ -157,15 +157,18 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
         return mu, clamp_logvar(logvar)
 
     @torch.no_grad()
-    def encode_means(self, images, batch: int = 512) -> np.ndarray:
-        """Posterior means ``[N, K]`` (eval mode, in batches) of images as a tensor or array: the
-        codes the metrics score."""
+    def encode_posteriors(self, images, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior means and log-variances, each ``[N, K]`` (eval mode, in batches), of images as
+        a tensor or array: what Chen et al.'s MIG estimator (``metrics.posterior_mig``) reads."""
         self.eval()
         images = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
         device = next(self.parameters()).device
-        return torch.cat(
-            [self.encode(images[i : i + batch].to(device))[0].cpu() for i in range(0, len(images), batch)]
-        ).numpy()
+        out = [self.encode(images[i : i + batch].to(device)) for i in range(0, len(images), batch)]
+        return torch.cat([m for m, _ in out]).cpu().numpy(), torch.cat([v for _, v in out]).cpu().numpy()
+
+    def encode_means(self, images, batch: int = 512) -> np.ndarray:
+        """Posterior means ``[N, K]`` of images as a tensor or array: the codes the metrics score."""
+        return self.encode_posteriors(images, batch)[0]
 
     def decode(self, z: Tensor) -> Tensor:
         """Decoder output ``[B, C, S, S]``: Bernoulli logits, or Gaussian means."""

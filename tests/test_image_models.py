@@ -71,6 +71,17 @@ def test_conv_vae_shapes(channels, size):
     assert m.kl_per_latent(x).shape == (3,)
 
 
+def test_encode_posteriors_batches_the_encoder_in_eval_mode():
+    m = _vae().train()
+    x = torch.rand(7, 1, 64, 64)
+    means, logvars = m.encode_posteriors(x.numpy(), batch=3)  # arrays too, in batches of 3
+    assert not m.training
+    mu, logvar = m.encode(x)
+    np.testing.assert_allclose(means, mu.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logvars, logvar.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(m.encode_means(x, batch=3), means)
+
+
 def test_default_network_is_burgess_et_al():
     m = ConvVAE(ConvVAEConfig())
     convs = [l for l in m.encoder if isinstance(l, torch.nn.Conv2d)]

@@ -15,6 +15,7 @@ from .supervised import (
     irs,
     mig,
     modularity_explicitness,
+    posterior_mig,
     sap,
 )
 from .unsupervised import (
@@ -38,6 +39,7 @@ __all__ = [
     "irs",
     "mig",
     "modularity_explicitness",
+    "posterior_mig",
     "mutual_info_score",
     "sap",
     "unsupervised",
