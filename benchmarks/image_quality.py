@@ -121,6 +121,7 @@ def _run_one(job: dict) -> dict:
         seed=seed,
         progress=False,
         amp=args["amp"],
+        amp_cpu=args.get("amp_cpu", False),
         checkpoint_dir=str(ckpt) if ckpt else None,
         keep_checkpoints=1,
     )
@@ -208,6 +209,9 @@ def main() -> None:
     )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (off: fp32 with TF32)")
+    ap.add_argument(
+        "--amp-cpu", action="store_true", help="bf16 autocast on the CPU (about 2× faster where it has AVX512-BF16)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--time-budget", type=float, default=0.0, help="seconds of training per run (0: no limit)")
     ap.add_argument("--save-dir", default="", help="save every trained model here")

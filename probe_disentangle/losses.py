@@ -526,8 +526,9 @@ class _VAEObjective(nn.Module):
         self.sigma = sigma
 
     def _recon_kl(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
-        rec = reconstruction_loss(recon, x, self.reconstruction, self.sigma).mean()
-        kl = kl_normal_standard(mu, logvar).sum(1).mean()
+        # in float32 under bf16 autocast too: sums over thousands of features lose digits in bf16
+        rec = reconstruction_loss(recon.float(), x.float(), self.reconstruction, self.sigma).mean()
+        kl = kl_normal_standard(mu.float(), logvar.float()).sum(1).mean()
         return rec, kl
 
 

@@ -3,7 +3,7 @@
 The model defines its step (``configure_optimizers(lr) -> {name: optimizer}`` and
 ``training_step(batch, step, optimize) -> LossResult``, with ``optimize(name, result)`` doing
 one optimiser's update, so FactorVAE and InfoGAN alternate their optimisers); the trainer owns
-device placement, bf16 autocast on CUDA, gradient clipping, LR schedules, the progress bar,
+device placement, bf16 autocast (CUDA; CPU on request), gradient clipping, LR schedules, the progress bar,
 optional TensorBoard logging, atomic checkpoints, bit-identical resume (CPU) and the
 non-finite guard. It knows nothing about transformers or UNets.
 """
@@ -80,7 +80,10 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float | None = 10.0
     device: str = "auto"  # auto → cuda when available
-    amp: bool = True  # bf16 autocast, CUDA only
+    amp: bool = True  # bf16 autocast on CUDA
+    # bf16 autocast on the CPU too: about twice the conv/matmul speed on CPUs with AVX512-BF16 or
+    # AMX, at bf16's precision inside those ops (losses stay float32); off by default
+    amp_cpu: bool = False
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 0  # 0: only when fit ends (if checkpoint_dir is set)
@@ -342,7 +345,7 @@ class Trainer:
         self._batches = (key, batches)
         writer = self._tensorboard()
         result = TrainResult(step=self.step, checkpoint=self.last_checkpoint)
-        amp = cfg.amp and self.device.type == "cuda"
+        amp = (cfg.amp and self.device.type == "cuda") or (cfg.amp_cpu and self.device.type == "cpu")
         bar = _progress(cfg, self.step)
         self._bad, self._checked = None, self.step
         try:
@@ -352,7 +355,7 @@ class Trainer:
                 for flag in _nonfinite_flags(batch):
                     self._guard(flag, "input batch")
                 self.model.train()
-                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+                ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
                 with ctx:
                     out = self.model.training_step(batch, self.step, self._optimize)
                 for s in self.schedulers.values():

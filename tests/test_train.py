@@ -218,3 +218,25 @@ def test_fit_in_chunks_equals_one_call():
     r_chunked = t.fit(x)
     assert r_chunked.step == r_straight.step == 30
     assert _same(straight, chunked)
+
+
+def test_cpu_autocast_only_when_asked_and_losses_stay_float32():
+    seen = []
+
+    class Recording(VAEHead):
+        def training_step(self, batch, step, optimize):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            result = super().training_step(batch, step, optimize)
+            seen.append(result.terms["recon"].dtype)
+            return result
+
+    x = _data()
+    for amp_cpu in (False, True):
+        seen.clear()
+        torch.manual_seed(1)
+        head = Recording(VAEHeadConfig(d_in=10, latent_dim=3, hidden=16, objective_args={"dataset_size": 256}))
+        r = Trainer(head, _cfg(steps=150, device="cpu", amp_cpu=amp_cpu, log_every=1, lr=3e-3)).fit(x)
+        assert seen[0] is amp_cpu and seen[1] == torch.float32  # bf16 matmuls, float32 loss terms
+        assert all(p.dtype == torch.float32 for p in head.parameters())
+        recon = [h["recon"] for h in r.history]
+        assert sum(recon[-10:]) < 0.5 * sum(recon[:10])  # it trains, under bf16 autocast too
