@@ -192,6 +192,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-offset", type=int, default=0, help="first seed (runs use seed-offset … +seeds−1)")
     ap.add_argument("--latent-dim", type=int, default=10)
     ap.add_argument(
         "--objectives",
@@ -244,7 +245,7 @@ def main() -> None:
         jobs = [
             {"spec": spec, "seed": seed, "args": vars(args), "threads": threads, **paths}
             for spec in specs
-            for seed in range(args.seeds)
+            for seed in range(args.seed_offset, args.seed_offset + args.seeds)
         ]
         if args.jobs > 1:
             with mp.get_context("spawn").Pool(min(args.jobs, len(jobs))) as pool:

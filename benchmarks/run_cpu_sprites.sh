@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# A learning curve of one sprites run on the CPU: train in chunks of CHUNK seconds, score after
+# each (MIG, posterior MIG, DCI, FactorVAE score, reconstruction), carry on from the checkpoint.
+# The chunks' rows go to $OUT/chunk<i>.json and .jsonl; the latest model to $OUT/save.
+#
+#   OBJECTIVE=beta_tcvae SEED=0 CHUNKS=7 CHUNK=1200 OUT=.ckpt/cpu_sprites bash benchmarks/run_cpu_sprites.sh
+#
+# The CPU recipe: batches of 64, lr 5e-4, all 737 280 sprites (a dSprites-sized sample). Other work
+# on the same cores slows it several-fold (OpenMP threads contend): leave the machine to it.
+set -u
+OBJECTIVE=${OBJECTIVE:-beta_tcvae}
+SEED=${SEED:-0}
+CHUNKS=${CHUNKS:-7}
+CHUNK=${CHUNK:-1200}
+OUT=${OUT:-.ckpt/cpu_sprites}
+EXTRA=${EXTRA:-}              # e.g. --amp-cpu
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+for i in $(seq 1 "$CHUNKS"); do
+    python benchmarks/image_quality.py --objectives "$OBJECTIVE" --seeds 1 --seed-offset "$SEED" \
+        --steps 10000000 --batch-size 64 --lr 5e-4 --num-train 737280 --num-eval 5000 --fvae-votes 2000 \
+        --time-budget "$CHUNK" --checkpoint-dir "$OUT/ck" --save-dir "$OUT/save" $EXTRA \
+        --out "$OUT/chunk$i.json" > "$OUT/chunk$i.log" 2>&1
+    grep "seed" "$OUT/chunk$i.log" | tail -1
+done
