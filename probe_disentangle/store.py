@@ -223,7 +223,7 @@ class ActivationStore:
             n += chunk.shape[0]
             if max_vectors is not None and n >= max_vectors:
                 break
-        if not out or n == 0:
+        if n == 0:
             raise ValueError("the data produced no activation vectors")
         x = torch.cat(out)
         return self.normalizer(x) if self.normalizer is not None else x

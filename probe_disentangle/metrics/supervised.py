@@ -116,14 +116,18 @@ def mig(
     """
     codes, factors, _, _ = check_codes_factors(codes, factors, codes_test, factors_test)
     m = mutual_info_matrix(histogram_discretize(codes, num_bins), factors)  # (k, F)
-    entropy = discrete_entropy(factors)
-    if m.shape[0] < 2:  # one code: the gap is to an absent second code, i.e. to zero
-        m = np.vstack([m, np.zeros_like(m)])
-    top = np.sort(m, axis=0)[::-1]
-    return {"discrete_mig": float(np.mean((top[0] - top[1]) / entropy))}
+    return {"discrete_mig": float(np.mean(_gaps(m, factors)))}
 
 
-def _sampled_entropies(coef: Any, z: Any, idx: np.ndarray, num_samples: int, rng: np.random.RandomState, budget: int):
+def _gaps(mi: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Per factor: the gap between the two largest code-factor MIs [k, F], over the factor's entropy."""
+    if mi.shape[0] < 2:  # one code: the gap is to an absent second code, i.e. to zero
+        mi = np.vstack([mi, np.zeros_like(mi)])
+    top = np.sort(mi, axis=0)[::-1]
+    return (top[0] - top[1]) / discrete_entropy(factors)
+
+
+def _sampled_entropies(coef: Any, z: Any, idx: np.ndarray, num_samples: int, rng: Any, budget: int) -> np.ndarray:
     """−E log q(z_j) per latent j, where q(z_j) = mean over the points ``idx`` of their Gaussian
     posteriors q(z_j|x_n), and z_j is one posterior sample of each of up to ``num_samples`` of them.
 
@@ -178,9 +182,7 @@ def posterior_mig(
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
     rng = as_random_state(random_state)
-    if not isinstance(rng, np.random.RandomState):
-        rng = np.random.RandomState(int(rng.integers(2**31)))
-    g = torch.Generator().manual_seed(int(rng.randint(2**31)))
+    g = torch.Generator().manual_seed(int(randint(rng, 2**31, 1)[0]))
     mu = torch.from_numpy(means)
     logvar = torch.from_numpy(logvars)
     z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, dtype=torch.float64)  # one per point
@@ -198,10 +200,7 @@ def posterior_mig(
             for v, c in zip(values, counts, strict=True)
         )
         mi[:, f] = marginal - cond
-    entropy = discrete_entropy(factors)
-    m = mi if mi.shape[0] >= 2 else np.vstack([mi, np.zeros_like(mi)])
-    top = np.sort(m, axis=0)[::-1]
-    gaps = (top[0] - top[1]) / entropy
+    gaps = _gaps(mi, factors)
     return {"posterior_mig": float(np.mean(gaps)), "per_factor": gaps.tolist(), "mutual_information": mi.tolist()}
 
 
