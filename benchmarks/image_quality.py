@@ -127,6 +127,8 @@ def _run_one(job: dict) -> dict:
         steps=args["steps"],
         batch_size=args["batch_size"],
         lr=args["lr"],
+        lr_schedule="linear" if args.get("decay_steps") else "constant",
+        decay_steps=args.get("decay_steps", 0),
         device=str(device),
         seed=seed,
         progress=False,
@@ -201,6 +203,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument(
+        "--decay-steps",
+        type=int,
+        default=0,
+        help="decay the LR linearly to 0 over the last this many of --steps (0: constant LR)",
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed-offset", type=int, default=0, help="first seed (runs use seed-offset … +seeds−1)")
     ap.add_argument("--latent-dim", type=int, default=10)

@@ -5,6 +5,9 @@
 #
 #   OBJECTIVE=beta_tcvae SEED=0 CHUNKS=7 CHUNK=1200 OUT=.ckpt/cpu_sprites bash benchmarks/run_cpu_sprites.sh
 #
+# STEPS ends the run at that step and DECAY decays the LR linearly to 0 over its last DECAY steps;
+# the shipped zoo/sprites_beta_tcvae is STEPS=107000 DECAY=16000 (the chunks stop once it is reached).
+#
 # The CPU recipe: batches of 64, lr 5e-4, all 737 280 sprites (a dSprites-sized sample). Other work
 # on the same cores slows it several-fold (OpenMP threads contend): leave the machine to it.
 set -u
@@ -13,13 +16,18 @@ SEED=${SEED:-0}
 CHUNKS=${CHUNKS:-7}
 CHUNK=${CHUNK:-1200}
 OUT=${OUT:-.ckpt/cpu_sprites}
+STEPS=${STEPS:-10000000}       # default: no end but the chunks' time
+DECAY=${DECAY:-0}
 EXTRA=${EXTRA:-}              # e.g. --amp-cpu
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 for i in $(seq 1 "$CHUNKS"); do
     python benchmarks/image_quality.py --objectives "$OBJECTIVE" --seeds 1 --seed-offset "$SEED" \
-        --steps 10000000 --batch-size 64 --lr 5e-4 --num-train 737280 --num-eval 5000 --fvae-votes 2000 \
+        --steps "$STEPS" --decay-steps "$DECAY" --batch-size 64 --lr 5e-4 --num-train 737280 --num-eval 5000 --fvae-votes 2000 \
         --time-budget "$CHUNK" --checkpoint-dir "$OUT/ck" --save-dir "$OUT/save" $EXTRA \
         --out "$OUT/chunk$i.json" > "$OUT/chunk$i.log" 2>&1
     grep "seed" "$OUT/chunk$i.log" | tail -1
+    # stop once the run has reached STEPS
+    python -c "import json, sys; sys.exit(json.load(open('$OUT/chunk$i.json'))['runs'][0].get('steps', 0) < $STEPS)" \
+        2>/dev/null && break
 done

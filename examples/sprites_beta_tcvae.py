@@ -34,6 +34,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument(
+        "--decay-steps", type=int, default=0, help="decay the LR linearly to 0 over the last this many steps"
+    )
     ap.add_argument("--beta", type=float, default=6.0, help="weight of the total-correlation term")
     ap.add_argument("--latent-dim", type=int, default=10)
     ap.add_argument("--estimator", choices=["mss", "mws"], default="mss")
@@ -69,6 +72,8 @@ def main() -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule="linear" if args.decay_steps else "constant",
+        decay_steps=args.decay_steps,
         device=args.device,
         amp_cpu=args.amp_cpu,
         seed=args.seed,

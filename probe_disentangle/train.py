@@ -78,6 +78,10 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | cosine | linear (after warmup)
     warmup_steps: int = 0
+    # > 0: hold the LR after warmup, then run the schedule (cosine or linear) to 0 over only the last
+    # decay_steps steps (warmup–stable–decay). A long run can then be extended with a short decay at
+    # its end; a decay of 16 000 steps after 91 000 at lr 5e-4 sharpened a sprites β-TCVAE's codes
+    decay_steps: int = 0
     grad_clip: float | None = 10.0
     device: str = "auto"  # auto → cuda when available
     amp: bool = True  # bf16 autocast on CUDA
@@ -100,6 +104,15 @@ class TrainConfig:
             raise ValueError("steps must be ≥ 0 and batch_size ≥ 1")
         if self.lr_schedule not in ("constant", "cosine", "linear"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use 'constant', 'cosine' or 'linear'")
+        if self.decay_steps < 0 or self.warmup_steps < 0:
+            raise ValueError("warmup_steps and decay_steps must be ≥ 0")
+        if self.decay_steps and self.lr_schedule == "constant":
+            raise ValueError("decay_steps needs lr_schedule='linear' or 'cosine': the shape of the final decay")
+        if self.decay_steps and self.warmup_steps + self.decay_steps > self.steps:
+            raise ValueError(
+                f"warmup_steps + decay_steps ({self.warmup_steps} + {self.decay_steps}) exceed steps ({self.steps}); "
+                "shorten them or train longer"
+            )
         if self.checkpoint_every and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs checkpoint_dir: say where checkpoints go")
         if self.check_every is not None and self.check_every < 1:
@@ -123,8 +136,9 @@ def _lr_lambda(cfg: TrainConfig):
             return (step + 1) / cfg.warmup_steps
         if cfg.lr_schedule == "constant":
             return 1.0
-        span = max(1, cfg.steps - cfg.warmup_steps)
-        frac = min(1.0, (step - cfg.warmup_steps) / span)
+        begin = cfg.steps - cfg.decay_steps if cfg.decay_steps else cfg.warmup_steps
+        span = max(1, cfg.steps - begin)
+        frac = min(1.0, max(0.0, (step - begin) / span))
         return 0.5 * (1 + math.cos(math.pi * frac)) if cfg.lr_schedule == "cosine" else 1.0 - frac
 
     return f

@@ -166,6 +166,31 @@ def test_lr_schedules():
     assert _lr_lambda(TrainConfig(steps=100))(70) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="exp")
+
+
+def test_lr_decay_steps_hold_then_decay():
+    """Warmup–stable–decay: ramp over warmup, hold 1, then the schedule reaches 0 over the last decay_steps."""
+    wsd = _lr_lambda(TrainConfig(steps=100, warmup_steps=10, decay_steps=20, lr_schedule="linear"))
+    assert wsd(4) == pytest.approx(0.5) and wsd(10) == 1.0 and wsd(79) == 1.0 and wsd(80) == 1.0
+    assert wsd(90) == pytest.approx(0.5) and wsd(95) == pytest.approx(0.25) and wsd(100) == pytest.approx(0.0)
+    cos = _lr_lambda(TrainConfig(steps=100, decay_steps=40, lr_schedule="cosine"))
+    assert cos(59) == 1.0 and cos(80) == pytest.approx(0.5) and cos(100) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="decay_steps needs"):
+        TrainConfig(steps=100, decay_steps=10)
+    with pytest.raises(ValueError, match="exceed steps"):
+        TrainConfig(steps=100, warmup_steps=50, decay_steps=60, lr_schedule="linear")
+
+
+def test_decay_steps_extend_a_resumed_run(tmp_path):
+    """A run trained at a constant LR, resumed with a longer ``steps`` and a final decay, follows that
+    decay from where it stopped and ends at LR 0."""
+    x = _data(64)
+    Trainer(_head(), _cfg(steps=12, checkpoint_dir=str(tmp_path))).fit(x)
+    trainer = Trainer(_head(), _cfg(steps=20, decay_steps=8, lr_schedule="linear", checkpoint_dir=str(tmp_path)))
+    sched = next(iter(trainer.schedulers.values()))
+    trainer.fit(x, resume=True, until=16)
+    assert trainer.step == 16 and sched.get_last_lr()[0] == pytest.approx(0.5 * trainer.config.lr)
+    assert trainer.fit(x).step == 20 and sched.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         TrainConfig(checkpoint_every=5)
 
