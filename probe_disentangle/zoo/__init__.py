@@ -3,6 +3,11 @@ package (config JSON + safetensors, a few MB each) so tests and the demo run off
 
 ``factor_lm``: a TransformerLens-native transformer trained on the factor language by
 ``examples/train_factor_lm.py``.
+
+``sprites_beta_tcvae``: a convolutional β-TCVAE (Burgess et al. 2018's ConvVAE) trained on the
+dSprites-like Sprites world by ``benchmarks/run_cpu_sprites.sh`` and shipped by
+``examples/ship_sprites_vae.py``, with a card of its measured quality and of the latent that holds
+each factor (:func:`sprites_vae_card`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ..constants import CONFIG_FILE, WEIGHTS_FILE
 
 ZOO_DIR = Path(__file__).resolve().parent
 FACTOR_LM_DIR = ZOO_DIR / "factor_lm"
+SPRITES_VAE_DIR = ZOO_DIR / "sprites_beta_tcvae"
 
 
 def bridge_config(fields: dict[str, Any]):
@@ -80,3 +86,25 @@ def load_factor_lm(device: str | torch.device = "cpu"):
             "the shipped factor LM was trained on another vocabulary; retrain it with examples/train_factor_lm.py"
         )
     return model, world
+
+
+def load_sprites_vae(device: str | torch.device = "cpu"):
+    """The shipped sprites β-TCVAE (eval mode) and its world: ``(ConvVAE, Sprites())``."""
+    from .. import io
+    from ..worlds.sprites import Sprites
+
+    if not (SPRITES_VAE_DIR / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{SPRITES_VAE_DIR / CONFIG_FILE} is missing; reinstall the package or ship a model with "
+            "examples/ship_sprites_vae.py"
+        )
+    return io.load(SPRITES_VAE_DIR, device).eval(), Sprites()
+
+
+def sprites_vae_card() -> dict[str, Any]:
+    """The shipped sprites model's card: its MIG, posterior MIG, DCI and per-factor scores on fresh
+    sprites, its training run, and ``factor_latents`` (for each factor, the latent with the most
+    mutual information with it, in nats): the latent to traverse to move a sprite along x, say."""
+    from .. import io
+
+    return io.read_config(SPRITES_VAE_DIR)["card"]
