@@ -74,16 +74,6 @@ def parse_objective(spec: str) -> tuple[str, dict]:
     return name, args
 
 
-def render_binary(world: Sprites, factors: np.ndarray, block: int = 32_768) -> np.ndarray:
-    """The sprites for ``factors`` as a bool array, rendered in blocks: a dSprites-sized set (737 280)
-    peaks at 3 GB instead of the 12 GB of one float32 render, so parallel runs fit in memory. The
-    model converts each batch to float."""
-    out = np.empty((len(factors), *world.observation_shape), dtype=bool)
-    for i in range(0, len(factors), block):
-        out[i : i + block] = world.render(factors[i : i + block]) > 0.5
-    return out
-
-
 def run_name(spec: str, seed: int) -> str:
     """A folder name for one (objective, seed) run."""
     return f"{spec.replace(':', '-').replace(';', '-').replace('=', '')}-seed{seed}"
@@ -250,7 +240,7 @@ def main() -> None:
 
     world = Sprites()
     t0 = time.perf_counter()
-    train = render_binary(world, world.sample_factors(args.num_train, 0))
+    train = world.render_binary(world.sample_factors(args.num_train, 0))
     factors, ev = world.sample(args.num_eval, 1)
     print(f"rendered {args.num_train + args.num_eval} sprites in {time.perf_counter() - t0:.1f}s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

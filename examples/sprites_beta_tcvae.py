@@ -54,8 +54,7 @@ def main() -> None:
     world = Sprites()
     out = Path(args.out)
     t0 = time.perf_counter()
-    _, train = world.sample(args.num_train, args.seed)
-    train_images = torch.from_numpy(train) > 0.5  # bool: 8× smaller than float; the model converts per batch
+    train_images = torch.from_numpy(world.render_binary(world.sample_factors(args.num_train, args.seed)))
     print(f"rendered {args.num_train} training sprites in {time.perf_counter() - t0:.1f}s")
 
     torch.manual_seed(args.seed)

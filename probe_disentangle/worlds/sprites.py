@@ -95,6 +95,15 @@ class Sprites(World):
     def _render(self, factors: np.ndarray) -> np.ndarray:
         return self._masks(factors[:, :5]).numpy()[:, None]
 
+    def render_binary(self, factors: np.ndarray, block: int = 32_768) -> np.ndarray:
+        """:meth:`render` thresholded at 0.5 into a bool array, in blocks: a dSprites-sized set
+        (737 280) peaks at 3 GB instead of the 12 GB of one float32 render. Models convert per batch."""
+        factors = self.check_factors(factors)
+        out = np.empty((len(factors), *self.observation_shape), dtype=bool)
+        for i in range(0, len(factors), block):
+            out[i : i + block] = self._render(factors[i : i + block]) > 0.5
+        return out
+
     @torch.no_grad()
     def _masks(self, factors: np.ndarray) -> torch.Tensor:
         """Sprite coverage ``[n, H, W]`` float32 for validated sprite factors ``[n, 5]``."""

@@ -130,3 +130,12 @@ def test_colour_sprites() -> None:
     np.testing.assert_array_equal(masks[0], mono)
     with pytest.raises(ValueError, match="num_hues"):
         ColourSprites(num_hues=0)
+
+
+def test_render_binary_matches_thresholded_render_across_blocks():
+    world = Sprites()
+    factors = world.sample_factors(300, 0)
+    binary = world.render_binary(factors, block=128)  # three blocks, the last partial
+    assert binary.dtype == bool and binary.shape == (300, 1, 64, 64)
+    np.testing.assert_array_equal(binary, world.render(factors) > 0.5)
+    np.testing.assert_array_equal(world.sample(300, 0)[1] > 0.5, binary)  # same images as sample()
