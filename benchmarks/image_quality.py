@@ -17,6 +17,12 @@ An objective is a name with optional overrides: ``beta_tcvae:beta=10``.
     python benchmarks/image_quality.py                               # 3 objectives × 3 seeds (hours on CPU)
     python benchmarks/image_quality.py --device cuda --jobs 9 --batch-size 256 --steps 30000 --time-budget 300
     python benchmarks/image_quality.py --steps 50 --seeds 1 --num-train 2000 --num-eval 1000   # smoke run
+
+Runs trained separately (one process per run, over several sessions, as ``run_cpu_sprites.sh``
+does) make one table with ``--collect``: it reads every result JSON under the given folders and
+keeps, for each (objective, seed), the row that trained the most steps.
+
+    python benchmarks/image_quality.py --collect .ckpt/tab_* --out benchmarks/results/table.json
 """
 
 from __future__ import annotations
@@ -231,9 +237,21 @@ def main() -> None:
         "time-limited sessions add up",
     )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "image_quality.json"))
+    ap.add_argument(
+        "--collect",
+        nargs="+",
+        metavar="DIR",
+        help="train nothing: tabulate the result JSONs under these folders (the longest run of "
+        "each objective and seed)",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        runs = collect(args.collect)
+        specs = list(dict.fromkeys(r["objective"] for r in runs))
+        _write(out, summarize(runs, specs), runs, {"collected_from": args.collect})
+        return
     specs = [o.strip() for o in args.objectives.split(",") if o.strip()]
     for spec in specs:
         parse_objective(spec)  # fail before rendering anything
@@ -261,21 +279,47 @@ def main() -> None:
         else:
             runs = [run_one(j) for j in jobs]
 
+    _write(out, summarize(runs, specs), runs, {"args": vars(args)})
+
+
+def collect(folders: list[str]) -> list[dict]:
+    """The scored rows in the result JSONs under ``folders``: per (objective, seed), the one with
+    the most training steps (a run resumed over several chunks writes a row per chunk)."""
+    best: dict[tuple[str, int], dict] = {}
+    files = sorted(f for d in folders for f in Path(d).rglob("*.json"))
+    for f in files:
+        try:
+            rows = json.loads(f.read_text()).get("runs", [])
+        except (json.JSONDecodeError, AttributeError):
+            continue  # not a result file (a saved model's config, say)
+        for r in rows:
+            if r.get("error") or r.get("steps") is None:
+                continue
+            key = (r["objective"], r["seed"])
+            if key not in best or r["steps"] > best[key]["steps"]:
+                best[key] = {**r, "source": str(f)}
+    if not best:
+        raise SystemExit(
+            f"no scored runs in result JSONs under {folders}; point --collect at run_cpu_sprites.sh OUT folders"
+        )
+    return [best[k] for k in sorted(best)]
+
+
+def summarize(runs: list[dict], specs: list[str]) -> dict:
+    """Print the table (mean ± std and median over seeds per objective) and return it."""
     header = f"{'objective':<16} | " + " | ".join(f"{c:>26}" for c in COLUMNS)
     print("\n" + header + "\n" + "-" * len(header))
     summary = {}
     for spec in specs:
         rows = [r for r in runs if r["objective"] == spec]
-        summary[spec] = {
-            c: {
-                "mean": _nan_mean([r[c] for r in rows]),
-                "median": _nan_median([r[c] for r in rows]),
-                "values": [r[c] for r in rows],
-            }
-            for c in COLUMNS
-        }
-        print(f"{spec:<16} | " + " | ".join(f"{_fmt([r[c] for r in rows]):>26}" for c in COLUMNS))
+        vals = {c: [math.nan if r.get(c) is None else r[c] for r in rows] for c in COLUMNS}
+        summary[spec] = {c: {"mean": _nan_mean(v), "median": _nan_median(v), "values": v} for c, v in vals.items()}
+        summary[spec]["seeds"] = [r["seed"] for r in rows]
+        print(f"{spec:<16} | " + " | ".join(f"{_fmt(vals[c]):>26}" for c in COLUMNS))
+    return summary
 
+
+def _write(out: Path, summary: dict, runs: list[dict], extra_meta: dict) -> None:
     meta = {
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -284,7 +328,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "args": vars(args),
+        **extra_meta,
     }
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_finite({"meta": meta, "summary": summary, "runs": runs}), indent=2) + "\n")

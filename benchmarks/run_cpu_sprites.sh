@@ -14,6 +14,7 @@ set -u
 OBJECTIVE=${OBJECTIVE:-beta_tcvae}
 SEED=${SEED:-0}
 CHUNKS=${CHUNKS:-7}
+FIRST=${FIRST:-1}               # number of the first chunk (a resumed run keeps its earlier chunks)
 CHUNK=${CHUNK:-1200}
 OUT=${OUT:-.ckpt/cpu_sprites}
 STEPS=${STEPS:-10000000}       # default: no end but the chunks' time
@@ -21,7 +22,7 @@ DECAY=${DECAY:-0}
 EXTRA=${EXTRA:-}              # e.g. --amp-cpu
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
-for i in $(seq 1 "$CHUNKS"); do
+for i in $(seq "$FIRST" $((FIRST + CHUNKS - 1))); do
     python benchmarks/image_quality.py --objectives "$OBJECTIVE" --seeds 1 --seed-offset "$SEED" \
         --steps "$STEPS" --decay-steps "$DECAY" --batch-size 64 --lr 5e-4 --num-train 737280 --num-eval 5000 --fvae-votes 2000 \
         --time-budget "$CHUNK" --checkpoint-dir "$OUT/ck" --save-dir "$OUT/save" $EXTRA \

@@ -28,3 +28,39 @@ def test_a_run_resumes_from_its_checkpoint_and_counts_all_steps(tmp_path):
     assert row["steps"] == 8 and row["images_seen"] == 8 * 16
     assert -0.1 < row["pmig4"] < 1 and -0.1 < row["mig4"] < 1  # both MIG estimators are reported
     assert (tmp_path / "ck" / "beta_tcvae-seed0" / "latest").read_text() == "step_00000008"
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_quality", ROOT / "benchmarks" / "image_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_collect_keeps_the_longest_run_of_each_objective_and_seed(tmp_path):
+    bench = _bench()
+
+    def row(obj, seed, steps, mig):
+        return {"objective": obj, "seed": seed, "steps": steps, "mig4": mig}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "chunk1.json").write_text(json.dumps({"runs": [row("beta_tcvae", 0, 100, 0.1)]}))
+    (tmp_path / "a" / "chunk2.json").write_text(json.dumps({"runs": [row("beta_tcvae", 0, 300, 0.3)]}))
+    failed = {**row("beta_tcvae", 0, 900, None), "error": "diverged"}
+    (tmp_path / "a" / "chunk3.json").write_text(json.dumps({"runs": [failed]}))
+    (tmp_path / "b" / "chunk1.json").write_text(json.dumps({"runs": [row("beta_tcvae", 1, 200, 0.5)]}))
+    (tmp_path / "b" / "config.json").write_text(json.dumps({"kind": "a saved model, not results"}))
+    runs = bench.collect([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert [(r["seed"], r["steps"]) for r in runs] == [(0, 300), (1, 200)]
+    summary = bench.summarize(runs, ["beta_tcvae"])["beta_tcvae"]
+    assert summary["mig4"]["median"] == 0.4 and summary["seeds"] == [0, 1]
+
+
+def test_collect_names_the_problem_when_there_are_no_results(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="no scored runs"):
+        _bench().collect([str(tmp_path)])
