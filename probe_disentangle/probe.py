@@ -138,7 +138,11 @@ class Probe:
                     "dataset_size": train.steps * train.batch_size,
                     **cfg.get("objective_args", {}),
                 }
-            self.head = cls(cfg_cls(d_in=d, **cfg))
+            # the head's initial weights come from the run's seed, not from whatever the global
+            # generator holds: the same TrainConfig gives the same probe, and restarts differ
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(train.seed)
+                self.head = cls(cfg_cls(d_in=d, **cfg))
         if init == "isa":
             if isinstance(self.head, JointVAEHead) and self.head.config.categorical:
                 sizes = self.head.config.categorical

@@ -160,3 +160,15 @@ def test_infogan_head_probe_edits_by_generator_means(tiny_bridge, token_batches)
     want = a + p.normalizer.scale(means["cat0"][2] - means["cat0"][codes[:, 0].long()])
     torch.testing.assert_close(edited, want, rtol=1e-4, atol=1e-5)
     assert p.directions().shape == (2, 32)
+
+
+def test_fit_starts_the_head_from_the_train_seed_not_the_global_generator(tiny_bridge, token_batches):
+    def head_after_fit(global_seed, seed):
+        torch.manual_seed(global_seed)
+        p = Probe(tiny_bridge, HOOK, head_config=dict(latent_dim=2, hidden=16))
+        p.fit(token_batches, TrainConfig(steps=3, batch_size=64, progress=False, seed=seed), buffer_size=128)
+        return _params(p.head)
+
+    a, b, c = head_after_fit(1, 5), head_after_fit(2, 5), head_after_fit(1, 6)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same TrainConfig.seed: the same probe
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed: another start (restarts differ)
