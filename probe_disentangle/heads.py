@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .registry import register
-from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar
+from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar, posterior_params
 from .vae_family import first as _first
 
 
@@ -174,7 +174,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance, each ``[B, latent_dim]``."""
         _check_width(x, self.config.d_in, "VAEHead.encode")
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        mu, logvar = posterior_params(self.encoder, x).chunk(2, dim=-1)
         return mu, clamp_logvar(logvar)
 
     def decode(self, z: Tensor) -> Tensor:
@@ -299,7 +299,7 @@ class JointVAEHead(nn.Module):
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """(mu ``[B, continuous]``, logvar, one logits tensor ``[B, V]`` per categorical latent)."""
         _check_width(x, self.config.d_in, "JointVAEHead")
-        h = self.encoder(x)
+        h = posterior_params(self.encoder, x)
         logits, gauss = h[:, : self._n_logits], h[:, self._n_logits :]
         mu, logvar = gauss.chunk(2, dim=-1)
         return mu, clamp_logvar(logvar), list(logits.split(self.config.categorical, dim=1))

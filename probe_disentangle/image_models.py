@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .registry import register
-from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar
+from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar, posterior_params
 from .vae_family import first as _first
 
 __all__ = ["ConvVAE", "ConvVAEConfig", "InfoGAN", "InfoGANConfig", "VAEFamilyMixin", "as_image_batch"]
@@ -153,7 +153,7 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance, each ``[B, latent_dim]``."""
-        mu, logvar = self.encoder(self._prepare(x)).chunk(2, dim=-1)
+        mu, logvar = posterior_params(self.encoder, self._prepare(x)).chunk(2, dim=-1)
         return mu, clamp_logvar(logvar)
 
     @torch.no_grad()

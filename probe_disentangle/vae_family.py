@@ -20,6 +20,32 @@ def clamp_logvar(logvar: Tensor) -> Tensor:
     return logvar.clamp(*LOGVAR_RANGE)
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
+def posterior_params(encoder: nn.Sequential, x: Tensor) -> Tensor:
+    """``encoder(x)`` with its last layer (the posterior's parameters) in float32 under autocast.
+
+    In bf16 the means keep 8 bits: at |μ| = 2 that is an error of about 0.008, which the pairwise
+    densities of β-TCVAE divide by the posterior's standard deviation (0.16 σ at σ = 0.05), so
+    sharp posteriors would see noisy MI and TC estimates. The trunk keeps autocast's speed."""
+    *trunk, last = encoder
+    h = x
+    for layer in trunk:
+        h = layer(h)
+    if not (isinstance(last, nn.Linear) and _autocast_on(h.device.type)):
+        return last(h)
+    with torch.autocast(h.device.type, enabled=False):
+        bias = None if last.bias is None else last.bias.float()
+        return nn.functional.linear(h.float(), last.weight.float(), bias)
+
+
 Optimize = Callable[[str, losses.LossResult], None]
 """``optimize(name, result)``: zero the named optimiser's grads, backpropagate ``result.total``
 (the trainer checks every term is finite first, naming the bad one), clip and step."""

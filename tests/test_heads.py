@@ -121,3 +121,38 @@ def test_posterior_logvar_is_clamped_to_a_finite_range():
     r = head.loss(x)
     r.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+
+
+def _sharp_posterior_layer(model, k):
+    """Make the posterior layer output means 2 + 0.001·i and log-variance −6 whatever its input."""
+    last = model.encoder[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias[:k] = 2.0 + 1e-3 * torch.arange(k)
+        last.bias[k:] = -6.0
+
+
+@pytest.mark.parametrize("kind", ["head", "conv"])
+def test_posterior_parameters_stay_float32_under_bf16_autocast(kind):
+    # bf16 keeps 8 bits: 2.000, 2.001, … 2.004 would all round to 2.0, which β-TCVAE's pair terms
+    # divide by σ = 0.05. The posterior layer runs in float32, so they survive; the trunk is bf16.
+    from probe_disentangle.image_models import ConvVAE, ConvVAEConfig
+
+    k = 5
+    if kind == "head":
+        model, x = VAEHead(VAEHeadConfig(d_in=16, latent_dim=k, hidden=32)), torch.randn(8, 16)
+    else:
+        model, x = ConvVAE(ConvVAEConfig(latent_dim=k)), torch.rand(8, 1, 64, 64)
+    _sharp_posterior_layer(model, k)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trunk = model.encoder[:-1](x)
+        mu, logvar = model.encode(x)
+        _, _, _, z = model(x)
+    assert trunk.dtype == torch.bfloat16  # autocast is on for the rest of the encoder
+    assert mu.dtype == logvar.dtype == z.dtype == torch.float32
+    torch.testing.assert_close(mu, (2.0 + 1e-3 * torch.arange(k)).expand(8, k), rtol=0, atol=1e-6)
+    torch.testing.assert_close(logvar, torch.full((8, k), -6.0))
+    # outside autocast nothing changes
+    mu32, _ = model.encode(x)
+    torch.testing.assert_close(mu32, mu, rtol=0, atol=1e-6)
