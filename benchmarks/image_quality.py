@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument(
         "--objectives",
         default="beta_vae,beta_tcvae,factor_vae",
-        help="comma-separated; overrides after a colon, separated by ';': beta_tcvae:beta=10 "
+        help="comma-separated; overrides after a colon, separated by ';': beta_tcvae:beta=10;bank=2048 "
         "(defaults: β-VAE β=4, β-TCVAE β=6 as Chen et al., FactorVAE γ=35 as Kim & Mnih on dSprites)",
     )
     ap.add_argument("--num-train", type=int, default=20_000)

@@ -167,7 +167,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         else:
             self.decoder = mlp(c.latent_dim, c.d_in, c.hidden, c.depth, c.activation)
         args = dict(c.objective_args)
-        if c.objective == "factor_vae":
+        if c.objective == "factor_vae" or (c.objective == "beta_tcvae" and args.get("bank")):
             args.setdefault("latent_dim", c.latent_dim)
         self.objective = losses.build_objective(c.objective, **args)
 

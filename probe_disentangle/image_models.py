@@ -138,7 +138,7 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
         self.decoder_conv = nn.Sequential(*dec)
         args = dict(c.objective_args)
         args.setdefault("reconstruction", "bernoulli")
-        if c.objective == "factor_vae":
+        if c.objective == "factor_vae" or (c.objective == "beta_tcvae" and args.get("bank")):
             args.setdefault("latent_dim", c.latent_dim)
         self.objective = losses.build_objective(c.objective, **args)
 

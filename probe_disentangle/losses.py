@@ -399,6 +399,48 @@ def log_qz(
     raise ValueError(f"unknown backend {backend!r}; use 'auto', 'blocked', 'fused' or 'dense'")
 
 
+BANK_MAX_ELEMENTS = 1 << 26
+"""Largest query × reference × latent tensor :func:`log_qz_bank` builds (256 MiB in float32)."""
+
+
+def log_qz_bank(
+    z: Tensor, mu: Tensor, logvar: Tensor, bank_mu: Tensor, bank_logvar: Tensor, dataset_size: float
+) -> tuple[Tensor, Tensor]:
+    """log q(z_i) ``[B]`` and log q(z_ik) ``[B, K]`` with past posteriors as extra references.
+
+    The aggregate posterior is estimated from the batch's R = B + M posteriors, the batch's own
+    and ``M`` kept from earlier batches (``bank_*``, treated as constants): sample i's own
+    posterior weighs 1/N, each of the R − 1 others (N − 1)/(N·(R − 1)), so each row sums to 1 as
+    in MSS, whose weights this becomes for M = 0 up to MSS's one stratum entry. A batch of 64
+    with sharp posteriors leaves q(z) all but unsampled between its points, so the TC estimate
+    barely sees how the latents depend on each other; thousands of references do.
+    """
+    _check_latents(z, mu, logvar)
+    if bank_mu.ndim != 2 or bank_mu.shape != bank_logvar.shape or bank_mu.shape[1] != z.shape[1]:
+        raise ValueError(
+            f"bank_mu and bank_logvar must both be [M, {z.shape[1]}]; got {tuple(bank_mu.shape)}, "
+            f"{tuple(bank_logvar.shape)}"
+        )
+    B, K = z.shape
+    R = B + bank_mu.shape[0]
+    if B * R * K > BANK_MAX_ELEMENTS:
+        raise ValueError(
+            f"the bank estimator would build a {B}×{R}×{K} tensor (> {BANK_MAX_ELEMENTS} elements); "
+            "use a smaller bank or batch (or tc_batch to estimate on part of the batch)"
+        )
+    if R < 2:
+        raise ValueError("the bank estimator needs at least 2 references; use a larger batch or bank")
+    N = max(float(dataset_size), R)
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    ref_mu = torch.cat([mu.to(dtype), bank_mu.to(dtype).detach()])
+    ref_lv = torch.cat([logvar.to(dtype), bank_logvar.to(dtype).detach()])
+    t = gaussian_log_density(z.to(dtype).unsqueeze(1), ref_mu.unsqueeze(0), ref_lv.unsqueeze(0))  # [B, R, K]
+    lw = torch.full((B, R), math.log((N - 1) / (N * (R - 1))), device=z.device, dtype=dtype)
+    idx = torch.arange(B, device=z.device)
+    lw[idx, idx] = -math.log(N)
+    return torch.logsumexp(t.sum(-1) + lw, dim=1), torch.logsumexp(t + lw.unsqueeze(-1), dim=1)
+
+
 def _check_latents(z: Tensor, mu: Tensor, logvar: Tensor) -> None:
     if z.ndim != 2 or z.shape != mu.shape or z.shape != logvar.shape:
         raise ValueError(
@@ -414,6 +456,7 @@ def tc_decomposition(
     dataset_size: float,
     estimator: str = "mss",
     subset: Tensor | None = None,
+    bank: tuple[Tensor, Tensor] | None = None,
     **kw,
 ) -> dict[str, Tensor]:
     """β-TCVAE decomposition of the KL term (Chen et al. 2018, eq. 2), batch means.
@@ -425,12 +468,15 @@ def tc_decomposition(
     ``z`` must be a sample of q(z|x) (reparameterised for gradients). ``subset`` (indices into the
     batch): estimate log q(z) and log q(z_k) on those rows only, as a batch of their own; the
     log q(z|x) and log p(z) means still use every row, so the three terms keep summing to the
-    whole batch's KL estimate.
+    whole batch's KL estimate. ``bank`` = (means, log-variances) ``[M, K]`` of earlier batches'
+    posteriors: estimate log q(z) and log q(z_k) with them as extra references
+    (:func:`log_qz_bank`; the estimator's weights are then the bank's, not MSS/MWS).
     """
-    if subset is None:
-        joint, marg = log_qz(z, mu, logvar, dataset_size, estimator, **kw)
+    rows = (z, mu, logvar) if subset is None else (z[subset], mu[subset], logvar[subset])
+    if bank is not None and bank[0].shape[0] > 0:
+        joint, marg = log_qz_bank(*rows, *bank, dataset_size)
     else:
-        joint, marg = log_qz(z[subset], mu[subset], logvar[subset], dataset_size, estimator, **kw)
+        joint, marg = log_qz(*rows, dataset_size, estimator, **kw)
     dtype = joint.dtype
     z32, mu32, lv32 = z.to(dtype), mu.to(dtype), logvar.to(dtype)
     log_qz_x = gaussian_log_density(z32, mu32, lv32).sum(1)
@@ -577,6 +623,12 @@ class BetaTCVAELoss(_VAEObjective):
     KL estimate. The cost of the estimator falls from B²K to M²K: a large batch keeps its cheap
     reconstruction and KL gradients without the quadratic price (a GPU head's pair term would
     otherwise dominate each step).
+
+    ``bank`` = M > 0 keeps the posteriors (means and log-variances, detached) of the last M
+    training samples and uses them as extra references for log q(z) and log q(z_k)
+    (:func:`log_qz_bank`): small batches, as on a CPU, then estimate MI and TC from thousands of
+    posteriors at a cost of B·(B + M)·K pair terms. It needs ``latent_dim``; the bank is saved
+    with the model, so a resumed run carries on with it.
     """
 
     def __init__(
@@ -587,6 +639,8 @@ class BetaTCVAELoss(_VAEObjective):
         dataset_size: float | None = None,
         estimator: str = "mss",
         tc_batch: int | None = None,
+        bank: int = 0,
+        latent_dim: int | None = None,
         **kw,
     ) -> None:
         super().__init__(**kw)
@@ -600,6 +654,32 @@ class BetaTCVAELoss(_VAEObjective):
         if tc_batch is not None and int(tc_batch) < 2:
             raise ValueError(f"tc_batch must be ≥ 2 samples (or None for the whole batch), got {tc_batch}")
         self.tc_batch = None if tc_batch is None else int(tc_batch)
+        self.bank = int(bank)
+        if self.bank < 0 or self.bank != bank:
+            raise ValueError(f"bank must be a whole number of samples ≥ 0, got {bank}")
+        if self.bank:
+            if latent_dim is None or int(latent_dim) < 1:
+                raise ValueError("a β-TCVAE bank needs latent_dim (the models pass it in objective_args)")
+            self.register_buffer("bank_mu", torch.zeros(self.bank, int(latent_dim)))
+            self.register_buffer("bank_logvar", torch.zeros(self.bank, int(latent_dim)))
+            self.register_buffer("bank_state", torch.zeros(2, dtype=torch.long))  # (filled, next slot)
+
+    def _bank(self) -> tuple[Tensor, Tensor] | None:
+        if not self.bank:
+            return None
+        filled = int(self.bank_state[0])
+        return self.bank_mu[:filled], self.bank_logvar[:filled]
+
+    @torch.no_grad()
+    def _push(self, mu: Tensor, logvar: Tensor) -> None:
+        """Keep the newest posteriors (a ring of ``bank`` rows)."""
+        mu, logvar = mu.detach()[-self.bank :], logvar.detach()[-self.bank :]
+        n, start = mu.shape[0], int(self.bank_state[1])
+        slots = (torch.arange(n, device=self.bank_mu.device) + start) % self.bank
+        self.bank_mu[slots] = mu.to(self.bank_mu.dtype)
+        self.bank_logvar[slots] = logvar.to(self.bank_logvar.dtype)
+        self.bank_state[0] = min(self.bank, int(self.bank_state[0]) + n)
+        self.bank_state[1] = (start + n) % self.bank
 
     def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
         rec, kl = self._recon_kl(x, recon, mu, logvar)
@@ -611,7 +691,11 @@ class BetaTCVAELoss(_VAEObjective):
         subset = None
         if self.tc_batch is not None and self.tc_batch < z.shape[0]:
             subset = torch.randperm(z.shape[0], device=z.device)[: self.tc_batch]
-        parts = tc_decomposition(z, mu, logvar, max(self.dataset_size, z.shape[0]), self.estimator, subset=subset)
+        parts = tc_decomposition(
+            z, mu, logvar, max(self.dataset_size, z.shape[0]), self.estimator, subset=subset, bank=self._bank()
+        )
+        if self.bank and self.training and torch.is_grad_enabled():
+            self._push(mu, logvar)  # after use: a sample is never its own bank reference
         total = rec + self.alpha * parts["mi"] + self.beta * parts["tc"] + self.gamma * parts["dwkl"]
         return LossResult(total, {"recon": rec, "kl": kl, **parts})
 

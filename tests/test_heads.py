@@ -156,3 +156,10 @@ def test_posterior_parameters_stay_float32_under_bf16_autocast(kind):
     # outside autocast nothing changes
     mu32, _ = model.encode(x)
     torch.testing.assert_close(mu32, mu, rtol=0, atol=1e-6)
+
+
+def test_vae_head_passes_its_latent_width_to_a_beta_tcvae_bank():
+    head = VAEHead(VAEHeadConfig(d_in=8, latent_dim=5, objective_args={"dataset_size": 100, "bank": 32}))
+    assert head.objective.bank_mu.shape == (32, 5)
+    head.train().loss(torch.randn(16, 8)).total.backward()
+    assert head.objective.bank_state.tolist() == [16, 16]

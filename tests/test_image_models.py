@@ -268,3 +268,20 @@ def test_infogan_digits_categorical_code_matches_the_class(digits):
         pred = m.encode(x)[:, 0].long().numpy()
     acc = _best_assignment_accuracy(pred, y, 10)
     assert acc >= 0.90, acc
+
+
+def test_beta_tcvae_bank_trains_saves_and_resumes_with_the_model(tmp_path):
+    # the bank of past posteriors is part of the objective's state: a checkpointed run resumes
+    # with it and a saved model loads it back
+    torch.manual_seed(0)
+    x = (torch.rand(40, 1, 64, 64) > 0.7).float()
+    args = {"beta": 6.0, "dataset_size": 40, "bank": 12}
+    m = ConvVAE(ConvVAEConfig(latent_dim=3, objective="beta_tcvae", objective_args=args))
+    Trainer(m, TrainConfig(steps=3, batch_size=8, progress=False)).fit(x)
+    assert m.objective.bank_state.tolist() == [12, 0]  # 24 posteriors through 12 slots
+    assert m.objective.bank_mu.abs().sum() > 0
+    io.save(m, tmp_path / "m")
+    back = io.load(tmp_path / "m")
+    assert back.config.objective_args == args  # latent_dim is filled in by the model, not stored
+    for name in ("bank_mu", "bank_logvar", "bank_state"):
+        assert torch.equal(getattr(back.objective, name), getattr(m.objective, name))

@@ -373,3 +373,77 @@ def test_beta_tcvae_needs_a_finite_dataset_size():
         L.BetaTCVAELoss()(x, recon, mu, lv, z)
     with pytest.raises(ValueError, match="finite"):
         L.BetaTCVAELoss(dataset_size=math.inf)
+
+
+# ------------------------------------------------------------------ the posterior bank
+
+
+def _narrow_posteriors(n, dependent, sd=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(n, 2, generator=g)
+    if dependent:
+        mu[:, 1] = mu[:, 0]
+    return mu, torch.full((n, 2), 2 * math.log(sd))
+
+
+@pytest.mark.parametrize("dependent", [False, True])
+def test_bank_tc_matches_the_closed_form_where_a_small_batch_cannot(dependent):
+    # known answer: means u ~ N(0, I) (or both coordinates the same u), posteriors N(u, 0.1²), so
+    # q(z) is Gaussian with correlation ρ = 0 (or 1/1.01) and TC = −½ log(1 − ρ²): 0 or 1.963 nats
+    true = -0.5 * math.log(1 - (1 / 1.01) ** 2) if dependent else 0.0
+    with_bank, batch_only = [], []
+    for rep in range(8):
+        mu, lv = _narrow_posteriors(64, dependent, seed=rep)
+        z = mu + 0.1 * torch.randn(64, 2, generator=torch.Generator().manual_seed(100 + rep))
+        bank = _narrow_posteriors(8192, dependent, seed=1000 + rep)
+        with_bank.append(float(L.tc_decomposition(z, mu, lv, 737280, bank=bank)["tc"]))
+        batch_only.append(float(L.tc_decomposition(z, mu, lv, 737280)["tc"]))
+    assert abs(sum(with_bank) / 8 - true) < 0.1
+    if not dependent:  # 64 sharp posteriors leave q(z) unsampled between them: biased by > 1 nat
+        assert abs(sum(batch_only) / 8 - true) > 1.0
+
+
+def test_bank_estimator_weights_and_gradients():
+    x, recon, mu, lv, z = _batch(B=8, K=3)
+    bank_mu, bank_lv = _rand(5, 3, seed=9).float().requires_grad_(True), torch.zeros(5, 3, requires_grad=True)
+    mu = mu.clone().requires_grad_(True)
+    joint, marg = L.log_qz_bank(z, mu, lv, bank_mu, bank_lv, 1000)
+    # by hand: own posterior 1/N, each of the other 12 references (N − 1)/(N·12)
+    refs_mu, refs_lv = torch.cat([mu, bank_mu]), torch.cat([lv, bank_lv])
+    t = L.gaussian_log_density(z[:, None], refs_mu[None], refs_lv[None])
+    w = torch.full((8, 13), 999 / (1000 * 12))
+    w[range(8), range(8)] = 1 / 1000
+    torch.testing.assert_close(joint, torch.logsumexp(t.sum(-1) + w.log(), 1))
+    torch.testing.assert_close(marg, torch.logsumexp(t + w.log()[..., None], 1))
+    (joint.sum() + marg.sum()).backward()
+    assert mu.grad.abs().sum() > 0 and bank_mu.grad is None and bank_lv.grad is None  # the bank is constant
+    with pytest.raises(ValueError, match="must both be"):
+        L.log_qz_bank(z, mu, lv, bank_mu[:, :2], bank_lv[:, :2], 1000)
+    with pytest.raises(ValueError, match="smaller bank"):
+        L.log_qz_bank(z, mu, lv, torch.zeros(1 << 22, 3), torch.zeros(1 << 22, 3), 1e7)
+
+
+def test_beta_tcvae_bank_keeps_the_newest_posteriors_and_never_its_own():
+    loss = L.BetaTCVAELoss(dataset_size=1000, bank=10, latent_dim=3)
+    batches = [_batch(B=4, K=3, seed=s) for s in range(3)]
+    x, recon, mu, lv, z = batches[0]
+    plain = L.BetaTCVAELoss(dataset_size=1000)(x, recon, mu, lv, z)
+    torch.testing.assert_close(loss(x, recon, mu, lv, z).total, plain.total)  # empty bank: plain MSS
+    for b in batches[1:]:
+        loss(*b)
+    assert loss.bank_state.tolist() == [10, 2]  # 12 pushed into 10 slots: full, next slot 2
+    newest = torch.cat([b[2] for b in batches])[-10:]  # the last 10 means, in ring order
+    torch.testing.assert_close(loss.bank_mu, torch.cat([newest[-2:], newest[:-2]]))
+    # the second batch saw the first as its only extra references
+    fresh = L.BetaTCVAELoss(dataset_size=1000, bank=10, latent_dim=3)
+    fresh(*batches[0])
+    got = fresh(*batches[1]).terms["tc"]
+    want = L.tc_decomposition(*batches[1][4:], *batches[1][2:4], 1000, bank=(batches[0][2], batches[0][3]))["tc"]
+    torch.testing.assert_close(got, want)
+    with torch.no_grad():  # evaluation does not fill the bank
+        fresh(*batches[2])
+    assert fresh.bank_state.tolist() == [8, 8]
+    with pytest.raises(ValueError, match="needs latent_dim"):
+        L.BetaTCVAELoss(dataset_size=1000, bank=10)
+    with pytest.raises(ValueError, match="whole number"):
+        L.BetaTCVAELoss(dataset_size=1000, bank=-1, latent_dim=3)
