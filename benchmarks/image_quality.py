@@ -170,7 +170,8 @@ def _run_one(job: dict) -> dict:
             num_variance_estimate=args["fvae_votes"],
         )["eval_accuracy"],
         "recon": reconstruction_nll(model, ev, device),
-        "images_per_s": (trainer.step - start) * cfg.batch_size / max(secs, 1e-9),
+        # a run resumed at its last step trains nothing: no throughput to report
+        "images_per_s": (trainer.step - start) * cfg.batch_size / secs if trainer.step > start else math.nan,
         "train_seconds": secs,
         "images_seen": trainer.step * cfg.batch_size,
     }

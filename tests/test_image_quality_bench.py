@@ -28,6 +28,8 @@ def test_a_run_resumes_from_its_checkpoint_and_counts_all_steps(tmp_path):
     assert row["steps"] == 8 and row["images_seen"] == 8 * 16
     assert -0.1 < row["pmig4"] < 1 and -0.1 < row["mig4"] < 1  # both MIG estimators are reported
     assert (tmp_path / "ck" / "beta_tcvae-seed0" / "latest").read_text() == "step_00000008"
+    printed, row = _run(tmp_path, 8)  # already there: scored again, nothing trained, no throughput
+    assert "resumed at step 8" in printed and row["steps"] == 8 and row["images_per_s"] is None
 
 
 def _bench():
