@@ -91,8 +91,19 @@ class VAEFamilyMixin:
         """One VAE update, then (FactorVAE) one discriminator update on the same batch's z."""
         x = self._prepare(first(batch))
         recon, mu, logvar, z = self(x)
-        result = self.objective(x, recon, mu, logvar, z, step=step)
-        optimize("vae", result)
+        if isinstance(self.objective, losses.FactorVAELoss):
+            # the VAE's TC term backpropagates through D into z only: D's own weight gradients
+            # would be discarded by its optimiser's zero_grad, so they are not computed
+            disc_net = self.objective.discriminator
+            disc_net.requires_grad_(False)
+            try:
+                result = self.objective(x, recon, mu, logvar, z, step=step)
+                optimize("vae", result)
+            finally:
+                disc_net.requires_grad_(True)
+        else:
+            result = self.objective(x, recon, mu, logvar, z, step=step)
+            optimize("vae", result)
         if isinstance(self.objective, losses.FactorVAELoss):
             disc = self.objective.discriminator_loss(z)
             optimize("disc", disc)

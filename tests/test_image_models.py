@@ -285,3 +285,23 @@ def test_beta_tcvae_bank_trains_saves_and_resumes_with_the_model(tmp_path):
     assert back.config.objective_args == args  # latent_dim is filled in by the model, not stored
     for name in ("bank_mu", "bank_logvar", "bank_state"):
         assert torch.equal(getattr(back.objective, name), getattr(m.objective, name))
+
+
+def test_factor_vae_step_leaves_the_discriminator_out_of_the_vae_backward():
+    # D's weights get gradients from the discriminator step only; the VAE step's TC term still
+    # reaches the encoder through D
+    torch.manual_seed(0)
+    m = ConvVAE(ConvVAEConfig(latent_dim=3, objective="factor_vae", objective_args={"gamma": 35.0})).train()
+    disc = list(m.objective.discriminator.parameters())
+    seen = {}
+
+    def optimize(name, result):
+        for p in m.parameters():
+            p.grad = None
+        result.total.backward()
+        seen[name] = ([p.grad is None for p in disc], m.encoder[0].weight.grad is not None)
+
+    m.training_step(torch.rand(8, 1, 64, 64), 0, optimize)
+    assert all(seen["vae"][0]) and seen["vae"][1]
+    assert not any(seen["disc"][0])
+    assert all(p.requires_grad for p in disc)  # restored for its own optimiser
