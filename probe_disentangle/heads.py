@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .registry import register
-from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar, posterior_params
+from .vae_family import Optimize, VAEFamilyMixin, build_objective, clamp_logvar, posterior_params
 from .vae_family import first as _first
 
 
@@ -166,10 +166,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
             self.decoder = AdditiveDecoder(c.latent_dim, c.d_in, c.decoder_hidden)
         else:
             self.decoder = mlp(c.latent_dim, c.d_in, c.hidden, c.depth, c.activation)
-        args = dict(c.objective_args)
-        if c.objective == "factor_vae" or (c.objective == "beta_tcvae" and args.get("bank")):
-            args.setdefault("latent_dim", c.latent_dim)
-        self.objective = losses.build_objective(c.objective, **args)
+        self.objective = build_objective(c.objective, c.objective_args, c.latent_dim)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance, each ``[B, latent_dim]``."""

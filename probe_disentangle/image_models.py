@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .registry import register
-from .vae_family import Optimize, VAEFamilyMixin, clamp_logvar, posterior_params
+from .vae_family import Optimize, VAEFamilyMixin, build_objective, clamp_logvar, posterior_params
 from .vae_family import first as _first
 
 __all__ = ["ConvVAE", "ConvVAEConfig", "InfoGAN", "InfoGANConfig", "VAEFamilyMixin", "as_image_batch"]
@@ -136,11 +136,8 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
                 dec.append(nn.ReLU())
             d = w
         self.decoder_conv = nn.Sequential(*dec)
-        args = dict(c.objective_args)
-        args.setdefault("reconstruction", "bernoulli")
-        if c.objective == "factor_vae" or (c.objective == "beta_tcvae" and args.get("bank")):
-            args.setdefault("latent_dim", c.latent_dim)
-        self.objective = losses.build_objective(c.objective, **args)
+        args = {"reconstruction": "bernoulli", **c.objective_args}
+        self.objective = build_objective(c.objective, args, c.latent_dim)
 
     @property
     def bernoulli(self) -> bool:

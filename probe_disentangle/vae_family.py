@@ -3,7 +3,8 @@ loss, optimisers and the training step (with FactorVAE's second optimiser)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,25 @@ def posterior_params(encoder: nn.Sequential, x: Tensor) -> Tensor:
     with torch.autocast(h.device.type, enabled=False):
         bias = None if last.bias is None else last.bias.float()
         return nn.functional.linear(h.float(), last.weight.float(), bias)
+
+
+def build_objective(name: str, args: dict, latent_dim: int) -> nn.Module:
+    """``losses.build_objective`` for a model with ``latent_dim`` latents: the objectives that keep
+    per-latent state (FactorVAE's discriminator, a β-TCVAE bank) are told the width."""
+    args = dict(args)
+    if name == "factor_vae" or (name == "beta_tcvae" and args.get("bank")):
+        args.setdefault("latent_dim", latent_dim)
+    return losses.build_objective(name, **args)
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """No weight gradients for ``module`` inside the block (gradients still flow through it)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
 
 
 Optimize = Callable[[str, losses.LossResult], None]
@@ -91,20 +111,13 @@ class VAEFamilyMixin:
         """One VAE update, then (FactorVAE) one discriminator update on the same batch's z."""
         x = self._prepare(first(batch))
         recon, mu, logvar, z = self(x)
-        if isinstance(self.objective, losses.FactorVAELoss):
-            # the VAE's TC term backpropagates through D into z only: D's own weight gradients
-            # would be discarded by its optimiser's zero_grad, so they are not computed
-            disc_net = self.objective.discriminator
-            disc_net.requires_grad_(False)
-            try:
-                result = self.objective(x, recon, mu, logvar, z, step=step)
-                optimize("vae", result)
-            finally:
-                disc_net.requires_grad_(True)
-        else:
+        factor = isinstance(self.objective, losses.FactorVAELoss)
+        # the VAE's TC term backpropagates through D into z only: D's own weight gradients would
+        # be discarded by its optimiser's zero_grad, so they are not computed
+        with _frozen(self.objective.discriminator) if factor else contextlib.nullcontext():
             result = self.objective(x, recon, mu, logvar, z, step=step)
             optimize("vae", result)
-        if isinstance(self.objective, losses.FactorVAELoss):
+        if factor:
             disc = self.objective.discriminator_loss(z)
             optimize("disc", disc)
             result.terms.update(disc.terms)
