@@ -80,6 +80,11 @@ def parse_objective(spec: str) -> tuple[str, dict]:
     return name, args
 
 
+def run_label(spec: str, decoder: str) -> str:
+    """The table's name for an objective with a decoder: the spec alone for the default deconv one."""
+    return spec if decoder == "deconv" else f"{spec}@{decoder}"
+
+
 def run_name(spec: str, seed: int) -> str:
     """A folder name for one (objective, seed) run."""
     return f"{spec.replace(':', '-').replace(';', '-').replace('=', '')}-seed{seed}"
@@ -91,9 +96,10 @@ def run_one(job: dict) -> dict:
     try:
         row = _run_one(job)
     except Exception as e:  # noqa: BLE001 - one diverged run must not lose the others
-        row = {"objective": job["spec"], "seed": job["seed"], "error": f"{type(e).__name__}: {e}"}
+        label = run_label(job["spec"], job["args"].get("decoder", "deconv"))
+        row = {"objective": label, "seed": job["seed"], "error": f"{type(e).__name__}: {e}"}
         row.update({c: math.nan for c in COLUMNS})
-        print(f"{job['spec']:<16} seed {job['seed']}: FAILED {row['error']}", flush=True)
+        print(f"{label:<16} seed {job['seed']}: FAILED {row['error']}", flush=True)
     with open(Path(job["args"]["out"]).with_suffix(".jsonl"), "a") as f:
         f.write(json.dumps(_finite(row)) + "\n")
     return row
@@ -117,8 +123,12 @@ def _run_one(job: dict) -> dict:
         objective_args["dataset_size"] = len(train)
     seed = job["seed"]
     torch.manual_seed(seed)
-    model = ConvVAE(ConvVAEConfig(latent_dim=args["latent_dim"], objective=name, objective_args=objective_args))
-    ckpt = Path(args["checkpoint_dir"]) / run_name(job["spec"], seed) if args.get("checkpoint_dir") else None
+    decoder = args.get("decoder", "deconv")
+    label = run_label(job["spec"], decoder)
+    model = ConvVAE(
+        ConvVAEConfig(latent_dim=args["latent_dim"], objective=name, objective_args=objective_args, decoder=decoder)
+    )
+    ckpt = Path(args["checkpoint_dir"]) / run_name(label, seed) if args.get("checkpoint_dir") else None
     cfg = TrainConfig(
         steps=args["steps"],
         batch_size=args["batch_size"],
@@ -138,7 +148,7 @@ def _run_one(job: dict) -> dict:
     resume = ckpt is not None and (ckpt / LATEST_FILE).is_file()
     if resume:
         trainer.fit(train, resume=True, until=0)  # loads the state; trains nothing
-        print(f"{job['spec']:<16} seed {seed}: resumed at step {trainer.step}", flush=True)
+        print(f"{label:<16} seed {seed}: resumed at step {trainer.step}", flush=True)
     start = trainer.step
     t0 = time.perf_counter()
     budget = args["time_budget"] or math.inf
@@ -150,8 +160,9 @@ def _run_one(job: dict) -> dict:
     codes, logvars = model.encode_posteriors(ev)
     four = [world.factor_index(n) for n in ("scale", "orientation", "pos_x", "pos_y")]
     row = {
-        "objective": job["spec"],
+        "objective": label,
         "objective_args": objective_args,
+        "decoder": decoder,
         "seed": seed,
         "steps": trainer.step,
         "mig4": metrics.mig(codes, factors[:, four])["discrete_mig"],
@@ -178,10 +189,10 @@ def _run_one(job: dict) -> dict:
     if args["save_dir"]:
         save(
             model.cpu(),
-            Path(args["save_dir"]) / run_name(job["spec"], seed),
+            Path(args["save_dir"]) / run_name(label, seed),
             extra={"benchmark": {k: v for k, v in row.items() if k != "objective_args"}},
         )
-    print(f"{job['spec']:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
+    print(f"{label:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
     return row
 
 
@@ -214,6 +225,13 @@ def main() -> None:
         default="beta_vae,beta_tcvae,factor_vae",
         help="comma-separated; overrides after a colon, separated by ';': beta_tcvae:beta=10;bank=2048 "
         "(defaults: β-VAE β=4, β-TCVAE β=6 as Chen et al., FactorVAE γ=35 as Kim & Mnih on dSprites)",
+    )
+    ap.add_argument(
+        "--decoder",
+        default="deconv",
+        choices=["deconv", "broadcast"],
+        help="ConvVAE decoder: Burgess et al.'s dense + transposed convs, or a spatial broadcast "
+        "(the table names its runs objective@broadcast)",
     )
     ap.add_argument("--num-train", type=int, default=20_000)
     ap.add_argument("--num-eval", type=int, default=5_000)
@@ -280,7 +298,7 @@ def main() -> None:
         else:
             runs = [run_one(j) for j in jobs]
 
-    _write(out, summarize(runs, specs), runs, {"args": vars(args)})
+    _write(out, summarize(runs, [run_label(s, args.decoder) for s in specs]), runs, {"args": vars(args)})
 
 
 def collect(folders: list[str]) -> list[dict]:

@@ -40,6 +40,12 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=6.0, help="weight of the total-correlation term")
     ap.add_argument("--latent-dim", type=int, default=10)
     ap.add_argument("--estimator", choices=["mss", "mws"], default="mss")
+    ap.add_argument(
+        "--decoder",
+        choices=["deconv", "broadcast"],
+        default="deconv",
+        help="Burgess et al.'s decoder, or a spatial broadcast one (Watters et al. 2019)",
+    )
     ap.add_argument("--num-train", type=int, default=20_000, help="sprites rendered once for training")
     ap.add_argument("--num-eval", type=int, default=5_000, help="fresh sprites for the metrics")
     ap.add_argument("--seed", type=int, default=0)
@@ -65,6 +71,7 @@ def main() -> None:
             latent_dim=args.latent_dim,
             objective="beta_tcvae",
             objective_args={"beta": args.beta, "dataset_size": args.num_train, "estimator": args.estimator},
+            decoder=args.decoder,
         )
     )
     cfg = TrainConfig(

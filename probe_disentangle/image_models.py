@@ -70,6 +70,40 @@ def _check_power_of_two(size: int, lo: int, what: str) -> None:
 # Convolutional VAE
 # --------------------------------------------------------------------------------------------
 
+DECODERS = ("deconv", "broadcast")
+
+
+class BroadcastDecoder(nn.Module):
+    """Spatial broadcast decoder: z tiled on a grid with x/y coordinates in [-1, 1], 3×3 convs,
+    then transposed convs up to the image (Watters et al. 2019, up-sampled to stay cheap)."""
+
+    def __init__(
+        self, latent_dim: int, side: int, convs: int, width: int, up_widths: list[int], out_channels: int
+    ) -> None:
+        super().__init__()
+        lin = torch.linspace(-1.0, 1.0, side)
+        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+        self.register_buffer("coords", torch.stack([xx, yy])[None], persistent=False)  # (1, 2, side, side)
+        layers: list[nn.Module] = []
+        d = latent_dim + 2
+        for _ in range(convs):
+            layers += [nn.Conv2d(d, width, 3, padding=1), nn.ReLU()]
+            d = width
+        for i, w in enumerate(up_widths):
+            layers.append(nn.ConvTranspose2d(d, w, 4, stride=2, padding=1))
+            if i < len(up_widths) - 1:
+                layers.append(nn.ReLU())
+            d = w
+        if not up_widths:  # the grid is the image: a 1×1 conv to its channels
+            layers.append(nn.Conv2d(d, out_channels, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        b, k = z.shape
+        side = self.coords.shape[-1]
+        grid = torch.cat([z[:, :, None, None].expand(b, k, side, side), self.coords.to(z.dtype).expand(b, 2, side, side)], 1)
+        return self.net(grid)
+
 
 @dataclass
 class ConvVAEConfig:
@@ -81,6 +115,12 @@ class ConvVAEConfig:
     ``losses.OBJECTIVES`` and ``objective_args`` its keyword arguments, as in ``VAEHeadConfig``;
     ``reconstruction`` defaults to ``"bernoulli"`` (decoder outputs logits) — pass
     ``{"reconstruction": "gaussian"}`` for grey-level images. For β-TCVAE pass ``dataset_size``.
+
+    ``decoder="broadcast"`` swaps the dense layers of the decoder for a spatial broadcast (Watters
+    et al. 2019): z is tiled over a ``broadcast_side``² grid with two coordinate channels, passed
+    through ``broadcast_convs`` 3×3 convolutions of ``broadcast_width`` channels, then up-sampled by
+    the last transposed convolutions of the default decoder. Position becomes a shift of ramps over
+    the coordinates, which favours one latent per axis; at side 16 it costs what the dense decoder does.
     """
 
     in_channels: int = 1
@@ -90,9 +130,25 @@ class ConvVAEConfig:
     hidden: int = 256
     objective: str = "beta_tcvae"
     objective_args: dict = field(default_factory=dict)
+    decoder: str = "deconv"
+    broadcast_side: int = 16
+    broadcast_convs: int = 2
+    broadcast_width: int = 64
 
     def __post_init__(self) -> None:
         self.channels = [int(c) for c in self.channels]
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {DECODERS}")
+        if self.decoder == "broadcast":
+            side, n = self.broadcast_side, len(self.channels)
+            ups = (self.image_size // side).bit_length() - 1 if side > 0 else -1
+            if side < 1 or self.image_size % side or 2**ups != self.image_size // side or ups > n:
+                raise ValueError(
+                    f"broadcast_side {side} must be image_size {self.image_size} divided by a power of two "
+                    f"≤ 2**{n} (one transposed convolution per halving), e.g. {self.image_size // 4}"
+                )
+            if self.broadcast_convs < 1 or self.broadcast_width < 1:
+                raise ValueError("broadcast_convs and broadcast_width must be ≥ 1")
         if self.in_channels < 1 or self.latent_dim < 1 or self.hidden < 1:
             raise ValueError("in_channels, latent_dim and hidden must be ≥ 1")
         if not self.channels or any(c < 1 for c in self.channels):
@@ -124,18 +180,24 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
         self.encoder = nn.Sequential(
             *enc, nn.Flatten(), nn.Linear(flat, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * c.latent_dim)
         )
-        self.decoder_fc = nn.Sequential(
-            nn.Linear(c.latent_dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, flat), nn.ReLU()
-        )
-        dec: list[nn.Module] = []
         widths = [*reversed(c.channels[:-1]), c.in_channels]  # 64 → 64, 32, 32, C for the default
-        d = c.channels[-1]
-        for i, w in enumerate(widths):
-            dec.append(nn.ConvTranspose2d(d, w, 4, stride=2, padding=1))
-            if i < len(widths) - 1:
-                dec.append(nn.ReLU())
-            d = w
-        self.decoder_conv = nn.Sequential(*dec)
+        if c.decoder == "broadcast":
+            ups = (c.image_size // c.broadcast_side).bit_length() - 1
+            self.decoder_broadcast = BroadcastDecoder(
+                c.latent_dim, c.broadcast_side, c.broadcast_convs, c.broadcast_width, widths[len(widths) - ups :], c.in_channels
+            )
+        else:
+            self.decoder_fc = nn.Sequential(
+                nn.Linear(c.latent_dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, flat), nn.ReLU()
+            )
+            dec: list[nn.Module] = []
+            d = c.channels[-1]
+            for i, w in enumerate(widths):
+                dec.append(nn.ConvTranspose2d(d, w, 4, stride=2, padding=1))
+                if i < len(widths) - 1:
+                    dec.append(nn.ReLU())
+                d = w
+            self.decoder_conv = nn.Sequential(*dec)
         args = {"reconstruction": "bernoulli", **c.objective_args}
         self.objective = build_objective(c.objective, args, c.latent_dim)
 
@@ -170,6 +232,8 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Decoder output ``[B, C, S, S]``: Bernoulli logits, or Gaussian means."""
         c = self.config
+        if c.decoder == "broadcast":
+            return self.decoder_broadcast(z)
         h = self.decoder_fc(z).view(-1, c.channels[-1], self._side, self._side)  # (B, C_last, s, s)
         return self.decoder_conv(h)
 

@@ -166,6 +166,57 @@ def test_conv_vae_save_load_round_trip(tmp_path, sprites):
     assert torch.equal(back.reconstruct(sprites), m.reconstruct(sprites))
 
 
+@pytest.mark.parametrize("side", [4, 16, 64])
+def test_broadcast_decoder_shapes_and_coordinates(side):
+    m = _vae(decoder="broadcast", broadcast_side=side, broadcast_width=8)
+    assert not hasattr(m, "decoder_fc") and m.decode(torch.randn(5, 3)).shape == (5, 1, 64, 64)
+    xy = m.decoder_broadcast.coords[0]
+    assert xy.shape == (2, side, side) and "decoder_broadcast.coords" not in m.state_dict()
+    lin = torch.linspace(-1, 1, side)
+    assert torch.equal(xy[0], lin.expand(side, side)) and torch.equal(xy[1], lin[:, None].expand(side, side))
+
+
+def test_broadcast_decoder_moves_an_edge_with_one_latent():
+    """z tiled next to the coordinates: a ramp relu(x - z0) puts its edge where z0 says, in every row."""
+    m = _vae(decoder="broadcast", broadcast_side=64, broadcast_convs=1, broadcast_width=1)
+    conv, _, out = m.decoder_broadcast.net
+    with torch.no_grad():
+        conv.weight.zero_(), conv.bias.zero_(), out.bias.zero_(), out.weight.fill_(1.0)
+        conv.weight[0, 3, 1, 1] = 1.0  # x coordinate (channels: z0, z1, z2, x, y)
+        conv.weight[0, 0, 1, 1] = -1.0  # minus z0
+        img = m.decode(torch.tensor([[-0.5, 3.0, -3.0], [0.5, 0.0, 0.0]]))[:, 0]
+    lin = torch.linspace(-1, 1, 64)
+    for i, edge in enumerate((-0.5, 0.5)):
+        want = (lin - edge).clamp(min=0).expand(64, 64)
+        assert torch.allclose(img[i, 1:-1, 1:-1], want[1:-1, 1:-1], atol=1e-6)  # the border sees padding
+
+
+def test_broadcast_decoder_config_errors():
+    for side in (0, 3, 24, 2):  # 2: 64 / 2 needs five up-samplings, the default decoder has four
+        with pytest.raises(ValueError, match="broadcast_side"):
+            ConvVAEConfig(decoder="broadcast", broadcast_side=side)
+    with pytest.raises(ValueError, match="unknown decoder 'mlp'"):
+        ConvVAEConfig(decoder="mlp")
+    with pytest.raises(ValueError, match="broadcast_convs"):
+        ConvVAEConfig(decoder="broadcast", broadcast_convs=0)
+
+
+def test_broadcast_decoder_trains_saves_and_loads(tmp_path, sprites):
+    m = _vae(decoder="broadcast", broadcast_width=8)
+    m.eval()
+    with torch.no_grad():
+        before = m.loss(sprites).total.item()
+    _fit(m, sprites, steps=40, lr=3e-3, batch_size=16)
+    m.eval()
+    with torch.no_grad():
+        after = m.loss(sprites).total.item()
+    assert after < 0.5 * before, (before, after)
+    io.save(m, tmp_path / "m")
+    back = io.load(tmp_path / "m")
+    assert back.config == m.config and back.config.decoder == "broadcast"
+    assert torch.equal(back.reconstruct(sprites), m.reconstruct(sprites))
+
+
 def test_colour_sprites_three_channels():
     _, x = ColourSprites(num_hues=3).sample(8, 0)
     m = _vae("beta_vae", in_channels=3)

@@ -8,12 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(tmp_path, steps):
+def _run(tmp_path, steps, *extra):
     out = tmp_path / "iq.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "image_quality.py"), "--steps", str(steps)]
     cmd += ["--num-train", "200", "--num-eval", "100", "--fvae-votes", "40", "--objectives", "beta_tcvae"]
     cmd += ["--seeds", "1", "--batch-size", "16", "--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck")]
-    cmd += ["--out", str(out)]
+    cmd += ["--out", str(out), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout, json.loads(out.read_text())["runs"][0]
@@ -30,6 +30,13 @@ def test_a_run_resumes_from_its_checkpoint_and_counts_all_steps(tmp_path):
     assert (tmp_path / "ck" / "beta_tcvae-seed0" / "latest").read_text() == "step_00000008"
     printed, row = _run(tmp_path, 8)  # already there: scored again, nothing trained, no throughput
     assert "resumed at step 8" in printed and row["steps"] == 8 and row["images_per_s"] is None
+
+
+def test_a_broadcast_decoder_run_is_named_apart_from_the_default_one(tmp_path):
+    _, row = _run(tmp_path, 2, "--decoder", "broadcast")
+    assert row["objective"] == "beta_tcvae@broadcast" and row["decoder"] == "broadcast" and row["steps"] == 2
+    assert (tmp_path / "ck" / "beta_tcvae@broadcast-seed0" / "latest").is_file()
+    assert not (tmp_path / "ck" / "beta_tcvae-seed0").exists()
 
 
 def _bench():
