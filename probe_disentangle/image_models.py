@@ -101,7 +101,9 @@ class BroadcastDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         b, k = z.shape
         side = self.coords.shape[-1]
-        grid = torch.cat([z[:, :, None, None].expand(b, k, side, side), self.coords.to(z.dtype).expand(b, 2, side, side)], 1)
+        grid = torch.cat(
+            [z[:, :, None, None].expand(b, k, side, side), self.coords.to(z.dtype).expand(b, 2, side, side)], 1
+        )
         return self.net(grid)
 
 
@@ -184,7 +186,12 @@ class ConvVAE(VAEFamilyMixin, nn.Module):
         if c.decoder == "broadcast":
             ups = (c.image_size // c.broadcast_side).bit_length() - 1
             self.decoder_broadcast = BroadcastDecoder(
-                c.latent_dim, c.broadcast_side, c.broadcast_convs, c.broadcast_width, widths[len(widths) - ups :], c.in_channels
+                c.latent_dim,
+                c.broadcast_side,
+                c.broadcast_convs,
+                c.broadcast_width,
+                widths[len(widths) - ups :],
+                c.in_channels,
             )
         else:
             self.decoder_fc = nn.Sequential(

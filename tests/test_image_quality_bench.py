@@ -20,20 +20,22 @@ def _run(tmp_path, steps, *extra):
 
 
 def test_a_run_resumes_from_its_checkpoint_and_counts_all_steps(tmp_path):
-    printed, row = _run(tmp_path, 4)
+    printed, row = _run(tmp_path, 4, "--decoder", "deconv")
     assert "resumed" not in printed and row["steps"] == 4
     assert (tmp_path / "ck" / "beta_tcvae-seed0" / "latest").read_text() == "step_00000004"
-    printed, row = _run(tmp_path, 8)
+    printed, row = _run(tmp_path, 8, "--decoder", "deconv")
     assert "resumed at step 4" in printed
     assert row["steps"] == 8 and row["images_seen"] == 8 * 16
     assert -0.1 < row["pmig4"] < 1 and -0.1 < row["mig4"] < 1  # both MIG estimators are reported
     assert (tmp_path / "ck" / "beta_tcvae-seed0" / "latest").read_text() == "step_00000008"
-    printed, row = _run(tmp_path, 8)  # already there: scored again, nothing trained, no throughput
+    printed, row = _run(
+        tmp_path, 8, "--decoder", "deconv"
+    )  # already there: scored again, nothing trained, no throughput
     assert "resumed at step 8" in printed and row["steps"] == 8 and row["images_per_s"] is None
 
 
-def test_a_broadcast_decoder_run_is_named_apart_from_the_default_one(tmp_path):
-    _, row = _run(tmp_path, 2, "--decoder", "broadcast")
+def test_the_benchmark_decoder_is_the_broadcast_one_and_its_runs_are_named_apart(tmp_path):
+    _, row = _run(tmp_path, 2)
     assert row["objective"] == "beta_tcvae@broadcast" and row["decoder"] == "broadcast" and row["steps"] == 2
     assert (tmp_path / "ck" / "beta_tcvae@broadcast-seed0" / "latest").is_file()
     assert not (tmp_path / "ck" / "beta_tcvae-seed0").exists()
