@@ -10,7 +10,7 @@ linearly to 0 over the last 8 000 steps:
 
 This script scores the model on fresh sprites (the seed the benchmark scores on), finds which latent
 holds each factor (largest posterior mutual information), and writes the model with that card into
-the zoo (config JSON + safetensors, about 3.6 MB). ``zoo.load_sprites_vae`` loads it back offline.
+the zoo (config JSON + safetensors, about 1.8 MB). ``zoo.load_sprites_vae`` loads it back offline.
 """
 
 from __future__ import annotations

@@ -46,11 +46,23 @@ def test_card_mig_is_reproduced(shipped):
     assert metrics.mig(means, factors[:, four])["discrete_mig"] == pytest.approx(card["mig4"], abs=0.04)
 
 
+def test_shipped_model_meets_the_issue_floor_on_chen_et_al_s_estimator(shipped):
+    """Posterior MIG (4 factors), Chen et al.'s estimator behind the ≈ 0.5 anchor: ≥ 0.5 on the card
+    (20 000 sprites) and reproduced on 5000 fresh ones of the same seed."""
+    model, world, card = shipped
+    assert card["posterior_mig4"] >= 0.5
+    factors, images = world.sample(5000, card["eval"]["seed"])
+    means, logvars = model.encode_posteriors(images)
+    four = [world.factor_index(n) for n in ("scale", "orientation", "pos_x", "pos_y")]
+    got = metrics.posterior_mig(means, logvars, factors[:, four], random_state=0)["posterior_mig"]
+    assert got == pytest.approx(card["posterior_mig4"], abs=0.03)
+
+
 @pytest.mark.parametrize("shape", [0, 1, 2])
 def test_traversing_a_factor_latent_changes_only_that_factor(shipped, shape):
     """The seed's test of success: sweep one latent of a centred sprite from −2 to 2 and watch the
-    decoded sprite. The x latent slides it sideways (≥ 25 px, monotonically), the y latent up or
-    down (≥ 12 px), the scale latent grows it (≥ 4× the pixels) — each barely moving the others."""
+    decoded sprite. The x latent slides it sideways, the y latent up or down (each ≥ 30 px,
+    monotonically), the scale latent grows it (≥ 4× the pixels) — each barely moving the others."""
     model, world, card = shipped
     sprite = torch.from_numpy(world.render(np.array([[shape, 3, 0, 16, 16]])))
     with torch.no_grad():
@@ -62,13 +74,16 @@ def test_traversing_a_factor_latent_changes_only_that_factor(shipped, shape):
             z[:, card["factor_latents"][factor]["latent"]] = sweep
             return _centre_and_mass(model.decode_image(z))
 
+        def monotone(c):
+            return (np.diff(c) * np.sign(c[-1] - c[0]) > 0).all()
+
         cx, cy, mass = traverse("pos_x")
-        steps = np.diff(cx) * np.sign(cx[-1] - cx[0])
-        assert abs(cx[-1] - cx[0]) >= 25 and (steps > 0).all()
-        assert np.ptp(cy) <= 6 and np.ptp(mass) <= 0.15 * mass.mean()
+        assert abs(cx[-1] - cx[0]) >= 30 and monotone(cx)
+        assert np.ptp(cy) <= 1 and np.ptp(mass) <= 0.15 * mass.mean()
 
         cx, cy, mass = traverse("pos_y")
-        assert np.ptp(cy) >= 12 and np.ptp(cx) <= 2 and np.ptp(mass) <= 0.15 * mass.mean()
+        assert abs(cy[-1] - cy[0]) >= 30 and monotone(cy)
+        assert np.ptp(cx) <= 1 and np.ptp(mass) <= 0.15 * mass.mean()
 
         cx, cy, mass = traverse("scale")
-        assert mass.max() >= 4 * mass.min() and np.ptp(cx) <= 2 and np.ptp(cy) <= 2
+        assert mass.max() >= 4 * mass.min() and monotone(mass) and np.ptp(cx) <= 1 and np.ptp(cy) <= 1

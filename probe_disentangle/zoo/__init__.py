@@ -4,8 +4,8 @@ package (config JSON + safetensors, a few MB each) so tests and the demo run off
 ``factor_lm``: a TransformerLens-native transformer trained on the factor language by
 ``examples/train_factor_lm.py``.
 
-``sprites_beta_tcvae``: a convolutional β-TCVAE (Burgess et al. 2018's ConvVAE) trained on the
-dSprites-like Sprites world by ``benchmarks/run_cpu_sprites.sh`` and shipped by
+``sprites_beta_tcvae``: a convolutional β-TCVAE (Burgess et al. 2018's encoder, a spatial broadcast
+decoder) trained on the dSprites-like Sprites world by ``benchmarks/run_cpu_sprites.sh`` and shipped by
 ``examples/ship_sprites_vae.py``, with a card of its measured quality and of the latent that holds
 each factor (:func:`sprites_vae_card`).
 """
