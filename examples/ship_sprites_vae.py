@@ -4,8 +4,7 @@ The shipped model is trained by the benchmark's CPU recipe (β = 6, MSS, the spa
 decoder, batches of 64, Adam 5e-4, all 737 280 training sprites, 40 000 steps) with the LR decayed
 linearly to 0 over the last 8 000 steps:
 
-    OBJECTIVE=beta_tcvae SEED=0 STEPS=40000 DECAY=8000 EXTRA="--decoder broadcast" OUT=.ckpt/bc_tcvae_s0 \
-        bash benchmarks/run_cpu_sprites.sh
+    OBJECTIVE=beta_tcvae SEED=0 STEPS=40000 DECAY=8000 OUT=.ckpt/bc_tcvae_s0 bash benchmarks/run_cpu_sprites.sh
     python examples/ship_sprites_vae.py .ckpt/bc_tcvae_s0/save/beta_tcvae@broadcast-seed0 --decay-steps 8000
 
 This script scores the model on fresh sprites (the seed the benchmark scores on), finds which latent

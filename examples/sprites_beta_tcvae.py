@@ -1,8 +1,9 @@
 """β-TCVAE on procedural dSprites-like sprites: train a ConvVAE, score it, draw its traversals.
 
 The Sprites world renders binary 64×64 sprites from 5 known factors (shape, scale,
-orientation, x, y; Matthey et al. 2017). We train the Burgess et al. 2018 convolutional VAE with
-the β-TCVAE objective (Chen et al. 2018, MSS estimator) using the shared trainer (progress bar,
+orientation, x, y; Matthey et al. 2017). We train a convolutional VAE (Burgess et al. 2018's
+encoder; by default a spatial broadcast decoder, Watters et al. 2019, which puts x, y and scale in
+a latent each where Burgess et al.'s dense decoder folds or mixes them) with the β-TCVAE objective (Chen et al. 2018, MSS estimator) using the shared trainer (progress bar,
 checkpoints, ``--resume``), then:
 
 - print each latent's mean KL (the latents the model uses),
@@ -43,8 +44,8 @@ def main() -> None:
     ap.add_argument(
         "--decoder",
         choices=["deconv", "broadcast"],
-        default="deconv",
-        help="Burgess et al.'s decoder, or a spatial broadcast one (Watters et al. 2019)",
+        default="broadcast",
+        help="a spatial broadcast decoder (Watters et al. 2019), or Burgess et al.'s dense one",
     )
     ap.add_argument("--num-train", type=int, default=20_000, help="sprites rendered once for training")
     ap.add_argument("--num-eval", type=int, default=5_000, help="fresh sprites for the metrics")
