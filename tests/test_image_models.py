@@ -155,15 +155,19 @@ def test_short_training_lowers_the_loss(objective, sprites):
     assert after < 0.5 * before, (before, after)
 
 
-def test_conv_vae_save_load_round_trip(tmp_path, sprites):
-    m = _vae("factor_vae")
+@pytest.mark.parametrize("disc_dtype", ["float32", "bfloat16"])
+def test_conv_vae_save_load_round_trip(tmp_path, sprites, disc_dtype):
+    m = _vae("factor_vae", objective_args={"disc_dtype": disc_dtype})
     _fit(m, sprites, steps=2, lr=1e-3, batch_size=8)
     io.save(m, tmp_path / "m")
     back = io.load(tmp_path / "m")
     assert isinstance(back, ConvVAE) and back.config == m.config
+    assert back.objective.discriminator.dtype == disc_dtype
     m.eval()
     assert torch.equal(back.encode(sprites)[0], m.encode(sprites)[0])
     assert torch.equal(back.reconstruct(sprites), m.reconstruct(sprites))
+    z = back.encode(sprites)[0]
+    assert torch.equal(back.objective.discriminator(z), m.objective.discriminator(z))
 
 
 @pytest.mark.parametrize("side", [4, 16, 64])

@@ -239,9 +239,10 @@ def test_dip_vae_penalty_known_values():
     assert L.DIPVAELoss(kind="ii", lambda_od=2.0).lambda_d == 2.0
 
 
-def test_factor_vae_tc_is_mean_logit_and_discriminator_learns():
+@pytest.mark.parametrize("disc_dtype", ["float32", "bfloat16"])
+def test_factor_vae_tc_is_mean_logit_and_discriminator_learns(disc_dtype):
     torch.manual_seed(0)
-    obj = L.FactorVAELoss(gamma=3.0, latent_dim=2, disc_hidden=32, disc_depth=2)
+    obj = L.FactorVAELoss(gamma=3.0, latent_dim=2, disc_hidden=32, disc_depth=2, disc_dtype=disc_dtype)
     x, recon, mu, lv, z = _batch(K=2)
     r = obj(x, recon, mu, lv, z)
     torch.testing.assert_close(r.total, r.terms["recon"] + r.terms["kl"] + 3.0 * obj.discriminator(z).mean())
@@ -256,7 +257,30 @@ def test_factor_vae_tc_is_mean_logit_and_discriminator_learns():
         opt.step()
     assert float(d.terms["disc_acc"]) > 0.85
     a = torch.randn(2048, 1, generator=g)
-    assert float(obj.discriminator(torch.cat([a, a], 1)).mean()) > 1.0  # TC estimate clearly positive
+    with torch.no_grad():
+        assert float(obj.discriminator(torch.cat([a, a], 1)).mean()) > 1.0  # TC estimate clearly positive
+
+
+def test_factor_discriminator_in_bf16_matches_float32_to_bf16_precision():
+    torch.manual_seed(0)
+    d32 = L.FactorDiscriminator(4, hidden=256, depth=3)
+    d16 = L.FactorDiscriminator(4, hidden=256, depth=3, dtype="bfloat16")
+    d16.load_state_dict(d32.state_dict())
+    z = torch.randn(64, 4, requires_grad=True)
+    out32, out16 = d32(z), d16(z)
+    assert out16.dtype == torch.float32 and out16.shape == (64,)
+    assert not torch.equal(out16, out32)  # the matmuls did run in bf16
+    torch.testing.assert_close(out16, out32, atol=0.02 * out32.abs().max().item(), rtol=0)
+    # weights, and so the optimiser's state, stay float32; gradients come back in float32 and keep
+    # their direction (the input gradient is D's TC push on the encoder)
+    g16 = torch.autograd.grad(out16.mean(), [z, *d16.parameters()])
+    g32 = torch.autograd.grad(out32.mean(), [z, *d32.parameters()])
+    assert all(p.dtype == torch.float32 for p in d16.parameters())
+    for a, b in zip(g16, g32, strict=True):
+        assert a.dtype == torch.float32
+        assert float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)) > 0.99
+    with pytest.raises(ValueError, match="float16"):
+        L.FactorDiscriminator(4, dtype="float16")
 
 
 def test_infogan_categorical_bound_equals_entropy_for_perfect_q():
