@@ -24,6 +24,11 @@ does) make one table with ``--collect``: it reads every result JSON under the gi
 keeps, for each (objective, seed), the row that trained the most steps.
 
     python benchmarks/image_quality.py --collect .ckpt/tab_* --out benchmarks/results/table.json
+
+``--score DIR …`` scores saved models instead (a run's ``--save-dir`` folder, the zoo's sprites
+model) on the same eval sprites, so that a model trained in an earlier session joins the table:
+
+    python benchmarks/image_quality.py --score probe_disentangle/zoo/sprites_beta_tcvae --out .ckpt/zoo/scored.json
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe_disentangle import TrainConfig, Trainer, losses, metrics, save
+from probe_disentangle import TrainConfig, Trainer, load, losses, metrics, save
 from probe_disentangle.constants import LATEST_FILE
 from probe_disentangle.image_models import ConvVAE, ConvVAEConfig
+from probe_disentangle.io import read_config
 from probe_disentangle.worlds import Sprites
 
 COLUMNS = ("mig4", "pmig4", "mig5", "dci_disentanglement", "factor_vae_score", "recon", "images_per_s", "steps")
@@ -158,30 +164,13 @@ def _run_one(job: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     secs = time.perf_counter() - t0
-    codes, logvars = model.encode_posteriors(ev)
-    four = [world.factor_index(n) for n in ("scale", "orientation", "pos_x", "pos_y")]
     row = {
         "objective": label,
         "objective_args": objective_args,
         "decoder": decoder,
         "seed": seed,
         "steps": trainer.step,
-        "mig4": metrics.mig(codes, factors[:, four])["discrete_mig"],
-        # Chen et al.'s own estimator (sampled posteriors): the one their ≈ 0.5 on dSprites used
-        "pmig4": metrics.posterior_mig(codes, logvars, factors[:, four], random_state=seed, device=str(device))[
-            "posterior_mig"
-        ],
-        "mig5": metrics.mig(codes, factors)["discrete_mig"],
-        "dci_disentanglement": metrics.dci(codes, factors, random_state=seed, fast=True)["disentanglement"],
-        "factor_vae_score": metrics.factor_vae_score(
-            world,
-            model.encode_means,
-            random_state=seed,
-            num_train=args["fvae_votes"],
-            num_eval=args["fvae_votes"] // 2,
-            num_variance_estimate=args["fvae_votes"],
-        )["eval_accuracy"],
-        "recon": reconstruction_nll(model, ev, device),
+        **score(model, world, factors, ev, seed, device, args["fvae_votes"]),
         # a run resumed at its last step trains nothing: no throughput to report
         "images_per_s": (trainer.step - start) * cfg.batch_size / secs if trainer.step > start else math.nan,
         "train_seconds": secs,
@@ -193,6 +182,74 @@ def _run_one(job: dict) -> dict:
             Path(args["save_dir"]) / run_name(label, seed),
             extra={"benchmark": {k: v for k, v in row.items() if k != "objective_args"}},
         )
+    print(f"{label:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
+    return row
+
+
+def score(
+    model: ConvVAE, world: Sprites, factors: np.ndarray, ev: torch.Tensor, seed: int, device: torch.device, votes: int
+) -> dict:
+    """The table's quality columns for a model on the eval sprites ``ev`` with true ``factors``."""
+    codes, logvars = model.encode_posteriors(ev)
+    four = [world.factor_index(n) for n in ("scale", "orientation", "pos_x", "pos_y")]
+    return {
+        "mig4": metrics.mig(codes, factors[:, four])["discrete_mig"],
+        # Chen et al.'s own estimator (sampled posteriors): the one their ≈ 0.5 on dSprites used
+        "pmig4": metrics.posterior_mig(codes, logvars, factors[:, four], random_state=seed, device=str(device))[
+            "posterior_mig"
+        ],
+        "mig5": metrics.mig(codes, factors)["discrete_mig"],
+        "dci_disentanglement": metrics.dci(codes, factors, random_state=seed, fast=True)["disentanglement"],
+        "factor_vae_score": metrics.factor_vae_score(
+            world,
+            model.encode_means,
+            random_state=seed,
+            num_train=votes,
+            num_eval=votes // 2,
+            num_variance_estimate=votes,
+        )["eval_accuracy"],
+        "recon": reconstruction_nll(model, ev, device),
+    }
+
+
+def objective_spec(name: str, objective_args: dict) -> str:
+    """The ``--objectives`` spec of a model's objective: its name, then the arguments that differ
+    from the benchmark's defaults (the run's ``dataset_size`` and Bernoulli reconstruction aside)."""
+    implied = {"dataset_size": None, "reconstruction": "bernoulli", **DEFAULTS.get(name, {})}
+    extra = {k: v for k, v in objective_args.items() if k not in implied or (v != implied[k] and k != "dataset_size")}
+    text = ";".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(extra.items()))
+    return f"{name}:{text}" if text else name
+
+
+def score_saved(folder: str, args: argparse.Namespace, world: Sprites, factors: np.ndarray, ev: torch.Tensor) -> dict:
+    """A table row for a saved ConvVAE (a run's ``--save-dir`` model, a zoo model), scored as a
+    trained run is. Its label, seed and steps come from the folder's benchmark record or model card."""
+    try:
+        model = load(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--score {folder}: {e}") from None
+    if not isinstance(model, ConvVAE):
+        raise SystemExit(f"--score {folder}: holds a {type(model).__name__}; the table scores ConvVAE models")
+    extra = read_config(folder)
+    record = extra.get("benchmark") or extra.get("card", {}).get("training", {})
+    cfg = model.config
+    label = record.get("objective") or run_label(objective_spec(cfg.objective, cfg.objective_args), cfg.decoder)
+    seed = int(record.get("seed", args.seed_offset))
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu")
+    if args.device != "auto":
+        device = torch.device(args.device)
+    model.to(device)
+    row = {
+        "objective": label,
+        "objective_args": cfg.objective_args,
+        "decoder": cfg.decoder,
+        "seed": seed,
+        "steps": record.get("steps", math.nan),
+        **score(model, world, factors, ev, seed, device, args.fvae_votes),
+        "images_per_s": math.nan,  # trained elsewhere
+        "images_seen": record.get("images_seen", math.nan),
+        "scored_from": str(folder),
+    }
     print(f"{label:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
     return row
 
@@ -264,6 +321,13 @@ def main() -> None:
         help="train nothing: tabulate the result JSONs under these folders (the longest run of "
         "each objective and seed)",
     )
+    ap.add_argument(
+        "--score",
+        nargs="+",
+        metavar="DIR",
+        help="train nothing: score saved ConvVAE folders (a run's --save-dir model, the zoo's "
+        "sprites model) on the runs' eval sprites; --collect can then table them with trained runs",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +335,13 @@ def main() -> None:
         runs = collect(args.collect)
         specs = list(dict.fromkeys(r["objective"] for r in runs))
         _write(out, summarize(runs, specs), runs, {"collected_from": args.collect})
+        return
+    if args.score:
+        world = Sprites()
+        factors, ev = world.sample(args.num_eval, 1)  # the trained runs' eval sprites
+        runs = [score_saved(d, args, world, factors, torch.from_numpy(ev)) for d in args.score]
+        specs = list(dict.fromkeys(r["objective"] for r in runs))
+        _write(out, summarize(runs, specs), runs, {"args": vars(args)})
         return
     specs = [o.strip() for o in args.objectives.split(",") if o.strip()]
     for spec in specs:

@@ -75,3 +75,40 @@ def test_collect_names_the_problem_when_there_are_no_results(tmp_path):
 
     with pytest.raises(SystemExit, match="no scored runs"):
         _bench().collect([str(tmp_path)])
+
+
+def test_score_reproduces_a_saved_run_s_row_and_tables_the_zoo_model(tmp_path):
+    _, trained = _run(tmp_path, 3, "--save-dir", str(tmp_path / "save"))
+    saved = tmp_path / "save" / "beta_tcvae@broadcast-seed0"
+    zoo = ROOT / "probe_disentangle" / "zoo" / "sprites_beta_tcvae"
+    out = tmp_path / "scored.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "image_quality.py"), "--score", str(saved), str(zoo)]
+    cmd += ["--num-eval", "100", "--fvae-votes", "40", "--device", "cpu", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mine, shipped = json.loads(out.read_text())["runs"]
+    # the same model on the same sprites with the same seed: the row its training wrote
+    for col in ("mig4", "pmig4", "mig5", "dci_disentanglement", "factor_vae_score", "recon"):
+        assert mine[col] == trained[col], col
+    assert (mine["objective"], mine["seed"], mine["steps"]) == ("beta_tcvae@broadcast", 0, 3)
+    assert mine["images_per_s"] is None  # trained elsewhere: no throughput
+    # the zoo model's card names its recipe: it joins the β-TCVAE seed-0 row of the table
+    assert (shipped["objective"], shipped["seed"], shipped["steps"]) == ("beta_tcvae@broadcast", 0, 40_000)
+    assert shipped["mig4"] > mine["mig4"] + 0.1 and shipped["pmig4"] > mine["pmig4"] + 0.1  # 100 sprites: noisy
+
+
+def test_score_names_the_problem_with_a_folder_that_holds_no_model(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "image_quality.py"), "--score", str(tmp_path)]
+    cmd += ["--num-eval", "50", "--out", str(tmp_path / "x.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode != 0 and f"--score {tmp_path}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_objective_spec_names_a_model_s_objective_as_the_runs_do():
+    bench = _bench()
+    assert bench.objective_spec("beta_tcvae", {"beta": 6.0, "dataset_size": 737_280}) == "beta_tcvae"
+    assert bench.objective_spec("beta_vae", {"beta": 8.0}) == "beta_vae:beta=8"
+    spec = bench.objective_spec("factor_vae", {"gamma": 35.0, "disc_dtype": "bfloat16", "reconstruction": "bernoulli"})
+    assert spec == "factor_vae:disc_dtype=bfloat16"
+    assert bench.parse_objective(spec) == ("factor_vae", {"gamma": 35.0, "disc_dtype": "bfloat16"})
+    assert bench.objective_spec("beta_tcvae", {"beta": 10.0, "bank": 2048.0}) == "beta_tcvae:bank=2048;beta=10"
