@@ -97,6 +97,17 @@ def run_name(spec: str, seed: int) -> str:
     return f"{spec.replace(':', '-').replace(';', '-').replace('=', '')}-seed{seed}"
 
 
+def _device(name: str) -> torch.device:
+    """``--device``: "auto" is CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _print_row(row: dict) -> None:
+    print(f"{row['objective']:<16} seed {row['seed']}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
+
+
 def run_one(job: dict) -> dict:
     """Train and score one (objective, seed); a failure is reported in its row, not raised, so the
     other runs' results survive. Each row is also appended to ``<out>.jsonl`` as it finishes."""
@@ -118,11 +129,7 @@ def _run_one(job: dict) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     world = Sprites()
-    device = torch.device(
-        "cuda"
-        if args["device"] == "auto" and torch.cuda.is_available()
-        else ("cpu" if args["device"] == "auto" else args["device"])
-    )
+    device = _device(args["device"])
     train = torch.from_numpy(np.load(job["train"])).to(device)
     factors, ev = np.load(job["factors"]), torch.from_numpy(np.load(job["eval"]))
     name, objective_args = parse_objective(job["spec"])
@@ -182,7 +189,7 @@ def _run_one(job: dict) -> dict:
             Path(args["save_dir"]) / run_name(label, seed),
             extra={"benchmark": {k: v for k, v in row.items() if k != "objective_args"}},
         )
-    print(f"{label:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
+    _print_row(row)
     return row
 
 
@@ -235,9 +242,7 @@ def score_saved(folder: str, args: argparse.Namespace, world: Sprites, factors: 
     cfg = model.config
     label = record.get("objective") or run_label(objective_spec(cfg.objective, cfg.objective_args), cfg.decoder)
     seed = int(record.get("seed", args.seed_offset))
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu")
-    if args.device != "auto":
-        device = torch.device(args.device)
+    device = _device(args.device)
     model.to(device)
     row = {
         "objective": label,
@@ -250,7 +255,7 @@ def score_saved(folder: str, args: argparse.Namespace, world: Sprites, factors: 
         "images_seen": record.get("images_seen", math.nan),
         "scored_from": str(folder),
     }
-    print(f"{label:<16} seed {seed}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
+    _print_row(row)
     return row
 
 

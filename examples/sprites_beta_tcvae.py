@@ -3,8 +3,9 @@
 The Sprites world renders binary 64×64 sprites from 5 known factors (shape, scale,
 orientation, x, y; Matthey et al. 2017). We train a convolutional VAE (Burgess et al. 2018's
 encoder; by default a spatial broadcast decoder, Watters et al. 2019, which puts x, y and scale in
-a latent each where Burgess et al.'s dense decoder folds or mixes them) with the β-TCVAE objective (Chen et al. 2018, MSS estimator) using the shared trainer (progress bar,
-checkpoints, ``--resume``), then:
+a latent each where Burgess et al.'s dense decoder folds or mixes them) with the β-TCVAE objective
+(Chen et al. 2018, MSS estimator) using the shared trainer (progress bar, checkpoints, ``--resume``),
+then:
 
 - print each latent's mean KL (the latents the model uses),
 - compute MIG (Chen et al. 2018) on the 4 factors scale/orientation/x/y (shape is categorical

@@ -708,7 +708,7 @@ class FactorDiscriminator(nn.Module):
 
     ``dtype="bfloat16"`` runs its matmuls under bf16 autocast, whatever the model around it does:
     five 1000×1000 layers are most of a FactorVAE step on a small conv VAE, and bf16 runs them
-    2.5× faster on a CPU with AVX512-BF16 (a 1/256 relative error in a density-ratio estimate).
+    about 2× faster on a CPU with AVX512-BF16 (a 1/256 relative error in a density-ratio estimate).
     """
 
     def __init__(self, latent_dim: int, hidden: int = 1000, depth: int = 6, dtype: str = "float32") -> None:
