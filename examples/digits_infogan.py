@@ -17,22 +17,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from sklearn.datasets import load_digits
 
 from probe_disentangle import TrainConfig, Trainer, save
 from probe_disentangle.image_models import InfoGAN, InfoGANConfig
+from probe_disentangle.metrics import cluster_accuracy
 from probe_disentangle.viz import infogan_code_grid
-
-
-def best_assignment_accuracy(pred: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, dict[int, int]]:
-    """Accuracy of code ``pred`` against ``labels`` under the best one-to-one code → class map (Hungarian)."""
-    counts = np.zeros((k, int(labels.max()) + 1), dtype=np.int64)
-    np.add.at(counts, (pred, labels), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return float(counts[rows, cols].sum() / len(labels)), dict(zip(rows.tolist(), cols.tolist(), strict=True))
 
 
 def main() -> None:
@@ -75,9 +66,9 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         pred = model.encode(x.to(trainer.device))[:, 0].long().cpu().numpy()
-    acc, mapping = best_assignment_accuracy(pred, labels, 10)
-    print(f"categorical code ↔ digit class accuracy (best assignment): {acc:.1%}")
-    print("code → digit: " + ", ".join(f"{c}→{d}" for c, d in sorted(mapping.items())))
+    res = cluster_accuracy(pred, labels, num_codes=10)
+    print(f"categorical code ↔ digit class accuracy (best assignment): {res['cluster_accuracy']:.1%}")
+    print("code → digit: " + ", ".join(f"{c}→{d}" for c, d in sorted(res["assignment"].items())))
     for j in range(2):
         path = out / f"codes_cont{j}.png"
         infogan_code_grid(model, path, rows="categorical", continuous=j, values=torch.linspace(-1, 1, 8))

@@ -9,6 +9,7 @@ from .report import METRICS, evaluate, format_table
 from .supervised import (
     WorldLike,
     beta_vae_score,
+    cluster_accuracy,
     dci,
     dci_scores_from_importance,
     factor_vae_score,
@@ -29,6 +30,7 @@ __all__ = [
     "METRICS",
     "WorldLike",
     "beta_vae_score",
+    "cluster_accuracy",
     "dci",
     "dci_scores_from_importance",
     "evaluate",

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 
 from ._utils import (
@@ -52,6 +53,7 @@ from ._utils import (
 __all__ = [
     "WorldLike",
     "beta_vae_score",
+    "cluster_accuracy",
     "dci",
     "dci_scores_from_importance",
     "factor_vae_score",
@@ -634,3 +636,47 @@ def factor_vae_score(
     )
     eval_acc = float(eval_votes[classifier, cols].sum() / eval_votes.sum())
     return {"train_accuracy": train_acc, "eval_accuracy": eval_acc, "num_active_dims": int(active.sum())}
+
+
+def _as_labels(a: Any, what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(
+            f"{what} must be a non-empty 1-D array of labels, got shape {arr.shape}; pass one label per point"
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}; pass class or code indices")
+        arr = arr.astype(np.int64)
+    if arr.min() < 0:
+        raise ValueError(f"{what} must be ≥ 0, got {arr.min()}; relabel the values as 0, 1, 2, …")
+    return arr.astype(np.int64)
+
+
+def cluster_accuracy(codes: Any, labels: Any, num_codes: int | None = None) -> dict[str, Any]:
+    """How often a discrete code names the class, under the best one-to-one map of code values to classes.
+
+    The score of InfoGAN's categorical code on labelled digits (Chen et al. 2016 report 5 % error on
+    MNIST): a code is only defined up to a relabelling of its values, so the Hungarian algorithm picks
+    the relabelling with the most matches. A code with more values than there are classes leaves
+    the unmatched values wrong. ``num_codes`` is the code's number of values (default: the largest
+    seen + 1), so that values no point took still get a class in the map. Returns
+    ``{"cluster_accuracy": float, "assignment": {code: class}}``.
+    """
+    codes, labels = _as_labels(codes, "codes"), _as_labels(labels, "labels")
+    if codes.shape != labels.shape:
+        raise ValueError(
+            f"codes and labels must have one entry per point each, got {codes.size} and {labels.size}; "
+            "pass the labels of exactly the points that were encoded"
+        )
+    if num_codes is None:
+        num_codes = int(codes.max()) + 1
+    elif codes.max() >= num_codes:
+        raise ValueError(f"codes go up to {codes.max()} but num_codes is {num_codes}; pass the code's number of values")
+    counts = np.zeros((num_codes, labels.max() + 1), dtype=np.int64)
+    np.add.at(counts, (codes, labels), 1)
+    rows, cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
+    return {
+        "cluster_accuracy": float(counts[rows, cols].sum() / codes.size),
+        "assignment": {int(r): int(c) for r, c in zip(rows, cols, strict=True)},
+    }
