@@ -24,6 +24,15 @@ def test_shared_codes_names_the_merged_classes():
     assert _bench().shared_codes(labels, labels) == []
 
 
+def test_code_entropy_is_one_when_uniform_and_falls_when_values_merge():
+    bench = _bench()
+    assert abs(bench.code_entropy(np.arange(100) % 10, 10) - 1.0) < 1e-12
+    assert bench.code_entropy(np.zeros(50, dtype=int), 10) == 0.0
+    # two of ten equal classes share one value: H = (8·0.1·log 10 + 0.2·log 5) / log 10
+    merged = np.repeat([0, 1, 2, 3, 4, 5, 6, 7, 8, 8], 10)
+    assert abs(bench.code_entropy(merged, 10) - (0.8 + 0.2 * np.log(5) / np.log(10))) < 1e-12
+
+
 def test_infogan_digits_benchmark_writes_its_table(tmp_path):
     out = tmp_path / "infogan.json"
     cmd = [sys.executable, "benchmarks/infogan_digits.py", "--seeds", "2", "--steps", "2", "--batch-size", "16"]
@@ -32,5 +41,6 @@ def test_infogan_digits_benchmark_writes_its_table(tmp_path):
     res = json.loads(out.read_text())
     assert [r["seed"] for r in res["runs"]] == [0, 1]
     assert all(0.1 <= r["accuracy"] <= 1 and r["images_per_s"] > 0 for r in res["runs"])
+    assert all(0 <= r["code_entropy"] <= 1 and r["lambda_cat"] == 1.0 for r in res["runs"])
     assert res["summary"]["seeds"] == 2 and res["summary"]["min_accuracy"] <= res["summary"]["median_accuracy"]
     assert "of 2 seeds ≥ 90 %" in done.stdout
