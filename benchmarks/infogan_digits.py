@@ -29,6 +29,7 @@ from sklearn.datasets import load_digits
 from probe_disentangle import TrainConfig, Trainer
 from probe_disentangle.image_models import InfoGAN, InfoGANConfig
 from probe_disentangle.metrics import cluster_accuracy
+from probe_disentangle.metrics._utils import discrete_entropy
 
 
 def digits() -> tuple[torch.Tensor, np.ndarray]:
@@ -47,9 +48,7 @@ def shared_codes(codes: np.ndarray, labels: np.ndarray) -> list[list[int]]:
 
 def code_entropy(codes: np.ndarray, k: int) -> float:
     """Entropy of the code's marginal over ``k`` values, over log k: 1 when every value is used equally."""
-    p = np.bincount(codes, minlength=k) / len(codes)
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum() / np.log(k))
+    return float(discrete_entropy(codes[:, None])[0] / np.log(k))
 
 
 def run_one(job: dict) -> dict:

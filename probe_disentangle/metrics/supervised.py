@@ -647,7 +647,6 @@ def _as_labels(a: Any, what: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
             raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}; pass class or code indices")
-        arr = arr.astype(np.int64)
     if arr.min() < 0:
         raise ValueError(f"{what} must be ≥ 0, got {arr.min()}; relabel the values as 0, 1, 2, …")
     return arr.astype(np.int64)
