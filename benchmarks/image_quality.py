@@ -51,6 +51,7 @@ from probe_disentangle import TrainConfig, Trainer, load, losses, metrics, save
 from probe_disentangle.constants import LATEST_FILE
 from probe_disentangle.image_models import ConvVAE, ConvVAEConfig
 from probe_disentangle.io import read_config
+from probe_disentangle.train import resolve_device
 from probe_disentangle.worlds import Sprites
 
 COLUMNS = ("mig4", "pmig4", "mig5", "dci_disentanglement", "factor_vae_score", "recon", "images_per_s", "steps")
@@ -97,13 +98,6 @@ def run_name(spec: str, seed: int) -> str:
     return f"{spec.replace(':', '-').replace(';', '-').replace('=', '')}-seed{seed}"
 
 
-def _device(name: str) -> torch.device:
-    """``--device``: "auto" is CUDA when there is a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _print_row(row: dict) -> None:
     print(f"{row['objective']:<16} seed {row['seed']}: " + " ".join(f"{c}={row[c]:.4g}" for c in COLUMNS), flush=True)
 
@@ -129,7 +123,7 @@ def _run_one(job: dict) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     world = Sprites()
-    device = _device(args["device"])
+    device = resolve_device(args["device"])
     train = torch.from_numpy(np.load(job["train"])).to(device)
     factors, ev = np.load(job["factors"]), torch.from_numpy(np.load(job["eval"]))
     name, objective_args = parse_objective(job["spec"])
@@ -242,7 +236,7 @@ def score_saved(folder: str, args: argparse.Namespace, world: Sprites, factors: 
     cfg = model.config
     label = record.get("objective") or run_label(objective_spec(cfg.objective, cfg.objective_args), cfg.decoder)
     seed = int(record.get("seed", args.seed_offset))
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model.to(device)
     row = {
         "objective": label,

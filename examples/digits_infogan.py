@@ -20,19 +20,19 @@ import argparse
 from pathlib import Path
 
 import torch
-from sklearn.datasets import load_digits
 
 from probe_disentangle import TrainConfig, Trainer, save
-from probe_disentangle.image_models import InfoGAN, InfoGANConfig
+from probe_disentangle.image_models import DIGITS_TRAIN, InfoGAN, InfoGANConfig
 from probe_disentangle.metrics import cluster_accuracy
 from probe_disentangle.viz import infogan_code_grid
+from probe_disentangle.worlds import digit_images
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-4, help="D and Q; G uses lr × gen_lr_scale (5: 1e-3)")
+    ap.add_argument("--steps", type=int, default=DIGITS_TRAIN["steps"])
+    ap.add_argument("--batch-size", type=int, default=DIGITS_TRAIN["batch_size"])
+    ap.add_argument("--lr", type=float, default=DIGITS_TRAIN["lr"], help="D and Q; G uses lr × gen_lr_scale (5: 1e-3)")
     ap.add_argument("--lambda-cat", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -40,21 +40,12 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="carry on from the latest checkpoint in --out")
     args = ap.parse_args()
 
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8) in [0, 1]
-    labels = digits.target
+    x, labels = digit_images()  # (1797, 1, 8, 8) in [0, 1], classes 0–9
     out = Path(args.out)
     torch.manual_seed(args.seed)
-    model = InfoGAN(
-        InfoGANConfig(
-            image_size=8, channels=1, noise_dim=62, categorical=[10], continuous=2, lambda_cat=args.lambda_cat
-        )
-    )
+    model = InfoGAN(InfoGANConfig.digits(lambda_cat=args.lambda_cat))
     cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        grad_clip=None,
+        **DIGITS_TRAIN | {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr},
         device=args.device,
         seed=args.seed,
         checkpoint_dir=str(out / "checkpoints"),

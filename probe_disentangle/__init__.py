@@ -16,7 +16,7 @@ from .image_models import ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig  # noqa
 from .io import load, save  # noqa: E402
 from .probe import Probe, load_directions  # noqa: E402
 from .store import ActivationStore, Normalizer  # noqa: E402
-from .train import NonFiniteError, TrainConfig, Trainer, TrainResult, fit  # noqa: E402
+from .train import NonFiniteError, TrainConfig, Trainer, TrainResult, fit, resolve_device  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -44,4 +44,5 @@ __all__ = [
     "TrainResult",
     "NonFiniteError",
     "fit",
+    "resolve_device",
 ]

@@ -70,13 +70,9 @@ def _hooks(args: argparse.Namespace) -> int:
 
 
 def _device(name: str) -> str:
-    import torch
+    from .train import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
-    return name
+    return str(resolve_device(name))
 
 
 def _data(args: argparse.Namespace, host, n_default: int):

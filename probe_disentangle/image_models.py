@@ -40,7 +40,7 @@ from .registry import register
 from .vae_family import Optimize, VAEFamilyMixin, build_objective, clamp_logvar, posterior_params
 from .vae_family import first as _first
 
-__all__ = ["ConvVAE", "ConvVAEConfig", "InfoGAN", "InfoGANConfig", "VAEFamilyMixin", "as_image_batch"]
+__all__ = ["DIGITS_TRAIN", "ConvVAE", "ConvVAEConfig", "InfoGAN", "InfoGANConfig", "VAEFamilyMixin", "as_image_batch"]
 
 
 def as_image_batch(x: Tensor, channels: int, size: int, dtype: torch.dtype, what: str) -> Tensor:
@@ -308,6 +308,19 @@ class InfoGANConfig:
         if self.continuous < 0:
             raise ValueError(f"continuous must be ≥ 0, got {self.continuous}")
 
+    @classmethod
+    def digits(cls, **overrides) -> InfoGANConfig:
+        """Chen et al.'s MNIST InfoGAN sized for the 8×8 digits: one 10-way code, two continuous codes, 62 noise dims.
+
+        Train it with :data:`DIGITS_TRAIN` on :func:`probe_disentangle.worlds.digit_images`.
+        """
+        base = {"image_size": 8, "channels": 1, "noise_dim": 62, "categorical": [10], "continuous": 2}
+        return cls(**{**base, **overrides})
+
+
+DIGITS_TRAIN: dict = {"steps": 3000, "batch_size": 128, "lr": 2e-4, "grad_clip": None}
+"""Trainer settings of the digits InfoGAN: Chen et al.'s Adam rates (D and Q 2e-4, G 5× that), batch 128, no clipping."""
+
 
 @register("infogan", InfoGANConfig)
 class InfoGAN(nn.Module):
@@ -419,6 +432,10 @@ class InfoGAN(nn.Module):
     def q(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         """Q's (categorical logits per code, continuous means, continuous log-variances)."""
         return self._split_q(self.q_net(self.trunk(self._prepare(x))))
+
+    def code_probabilities(self, x: Tensor) -> list[Tensor]:
+        """Q's posterior over each categorical code, ``[B, k]`` per code (softmax of its logits)."""
+        return [lg.softmax(-1) for lg in self.q(x)[0]]
 
     def encode(self, x: Tensor) -> Tensor:
         """The codes Q reads from images: categorical argmax indices, then continuous means, ``[B, n_codes]``."""

@@ -236,6 +236,25 @@ class _IterableBatches:
             self.next()
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """A ``device`` setting as a torch device: "auto" is CUDA when a GPU is visible, else the CPU.
+
+    Asking for CUDA where none is visible fails here, with the fix, rather than deep inside the
+    first forward pass.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:<index>'") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA GPU is visible here; use 'cpu' (or 'auto')")
+    return device
+
+
 def _to_device(batch, device):
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
@@ -266,10 +285,7 @@ class Trainer:
                     f"{type(model).__name__} has no {attr}(); the trainer needs configure_optimizers and training_step"
                 )
         self.config = config or TrainConfig()
-        dev = self.config.device
-        self.device = torch.device(
-            "cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev)
-        )
+        self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] = model.configure_optimizers(self.config.lr)
         lam = _lr_lambda(self.config)

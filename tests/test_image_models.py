@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from probe_disentangle import io, losses
-from probe_disentangle.image_models import ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig
+from probe_disentangle.image_models import DIGITS_TRAIN, ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig
 from probe_disentangle.metrics import cluster_accuracy
 from probe_disentangle.train import TrainConfig, Trainer
-from probe_disentangle.worlds import ColourSprites, Sprites
+from probe_disentangle.worlds import ColourSprites, Sprites, digit_images
 
 TINY_VAE = {"channels": [4, 4, 8, 8], "hidden": 16, "latent_dim": 3}
 TINY_DISC = {"disc_hidden": 8, "disc_depth": 1}
@@ -35,10 +35,7 @@ def sprites():
 
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, nothing downloads
-
-    d = load_digits()
-    return torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0, d.target
+    return digit_images()
 
 
 def _fit(model, data, steps, lr, batch_size, seed=0, **kw):
@@ -247,6 +244,39 @@ def test_infogan_config_errors():
         m.generate(torch.zeros(2, 5), torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 2))
 
 
+def test_digit_images_are_the_bundled_digits_in_unit_range(digits):
+    from sklearn.datasets import load_digits
+
+    x, y = digits
+    raw = load_digits()
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == torch.float32 and y.shape == (1797,)
+    assert x.min() == 0 and x.max() == 1  # grey levels 0–16 over 16
+    assert torch.equal(x[5, 0] * 16, torch.tensor(raw.images[5], dtype=torch.float32))
+    assert np.array_equal(y, raw.target) and np.bincount(y).min() >= 170  # ten near-balanced classes
+
+
+def test_digits_config_is_chen_et_al_mnist_network_and_takes_overrides():
+    c = InfoGANConfig.digits()
+    assert (c.image_size, c.channels, c.noise_dim, c.categorical, c.continuous) == (8, 1, 62, [10], 2)
+    assert (c.width, c.hidden, c.q_hidden, c.gen_lr_scale) == (64, 1024, 128, 5.0)
+    assert InfoGANConfig.digits(noise_dim=16, lambda_cat=2.0).noise_dim == 16
+    assert DIGITS_TRAIN == {"steps": 3000, "batch_size": 128, "lr": 2e-4, "grad_clip": None}
+    with pytest.raises(ValueError, match="categorical codes need ≥ 2 values"):
+        InfoGANConfig.digits(categorical=[1])
+
+
+def test_code_probabilities_are_q_softmax_and_agree_with_encode(digits):
+    m = _gan(categorical=[3, 4]).eval()
+    x = digits[0][:10]
+    probs = m.code_probabilities(x)
+    assert [p.shape for p in probs] == [(10, 3), (10, 4)]
+    assert all(torch.allclose(p.sum(-1), torch.ones(10)) and (p >= 0).all() for p in probs)
+    codes = m.encode(x)
+    assert torch.equal(codes[:, 0].long(), probs[0].argmax(-1)) and torch.equal(codes[:, 1].long(), probs[1].argmax(-1))
+    logits = m.q(x)[0]
+    assert torch.allclose(probs[1], torch.exp(logits[1] - logits[1].logsumexp(-1, keepdim=True)))
+
+
 def test_infogan_generator_lr_is_scaled():
     opts = _gan(gen_lr_scale=5.0).configure_optimizers(2e-4)
     assert opts["disc"].param_groups[0]["lr"] == pytest.approx(2e-4)
@@ -310,8 +340,8 @@ def test_infogan_digits_categorical_code_matches_the_class(digits):
     torch.set_num_threads(2)  # a GAN's run depends on the order of float sums, hence on the thread count
     try:
         torch.manual_seed(0)
-        m = InfoGAN(InfoGANConfig(image_size=8, noise_dim=62, categorical=[10], continuous=2, width=64, hidden=1024))
-        _fit(m, x, steps=3000, lr=2e-4, batch_size=128, grad_clip=None)
+        m = InfoGAN(InfoGANConfig.digits())
+        _fit(m, x, **DIGITS_TRAIN)
     finally:
         torch.set_num_threads(threads)
     m.eval()

@@ -41,6 +41,21 @@ def test_infogan_digits_benchmark_writes_its_table(tmp_path):
     res = json.loads(out.read_text())
     assert [r["seed"] for r in res["runs"]] == [0, 1]
     assert all(0.1 <= r["accuracy"] <= 1 and r["images_per_s"] > 0 for r in res["runs"])
-    assert all(0 <= r["code_entropy"] <= 1 and r["lambda_cat"] == 1.0 for r in res["runs"])
+    assert all(0 <= r["code_entropy"] <= 1 and r["lambda_cat"] == 1.0 and r["noise_dim"] == 62 for r in res["runs"])
+    assert all(0 <= r["q_entropy"] <= 1 and -1e-9 <= r["q_mi"] <= 1 for r in res["runs"])
     assert res["summary"]["seeds"] == 2 and res["summary"]["min_accuracy"] <= res["summary"]["median_accuracy"]
     assert "of 2 seeds ≥ 90 %" in done.stdout
+
+
+def test_q_confidence_known_answers():
+    bench = _bench()
+    sure = np.eye(10)[np.arange(50) % 10]  # every digit one code for sure, codes balanced
+    r = bench.q_confidence(sure)
+    assert abs(r["q_entropy"]) < 1e-9 and abs(r["q_mi"] - 1) < 1e-9
+    unsure = np.full((20, 10), 0.1)  # Q knows nothing: all uncertainty, no information
+    r = bench.q_confidence(unsure)
+    assert abs(r["q_entropy"] - 1) < 1e-9 and abs(r["q_mi"]) < 1e-9
+    half = np.zeros((4, 4))
+    half[:, :2] = 0.5  # one bit of doubt about two of four codes: H = log 2, marginal H = log 2
+    r = bench.q_confidence(half)
+    assert abs(r["q_entropy"] - 0.5) < 1e-9 and abs(r["q_mi"]) < 1e-9

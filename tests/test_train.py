@@ -265,3 +265,20 @@ def test_cpu_autocast_only_when_asked_and_losses_stay_float32():
         assert all(p.dtype == torch.float32 for p in head.parameters())
         recon = [h["recon"] for h in r.history]
         assert sum(recon[-10:]) < 0.5 * sum(recon[:10])  # it trains, under bf16 autocast too
+
+
+def test_resolve_device_auto_cpu_and_clear_errors(monkeypatch):
+    from probe_disentangle.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU is visible here; use 'cpu'"):
+        resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        Trainer(_head(), _cfg(steps=1, device="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")

@@ -1,4 +1,4 @@
-"""Worlds whose true generative factors are known: sprites, a factor language, K factors.
+"""Worlds whose true generative factors are known: sprites, a factor language, K factors, digits.
 
 All implement ``World`` (disentanglement_lib's ground-truth-data protocol plus C-order index
 maps and a torch ``Dataset``). ``WORLDS`` maps a name to its class for configs and the CLI.
@@ -7,6 +7,7 @@ maps and a torch ``Dataset``). ``WORLDS`` maps a name to its class for configs a
 from __future__ import annotations
 
 from probe_disentangle.worlds.base import RandomState, World, WorldDataset, as_random_state
+from probe_disentangle.worlds.digits import digit_images
 from probe_disentangle.worlds.factor_language import FactorLanguage, ParseError, Tokenizer
 from probe_disentangle.worlds.k_factors import KFactorImages, KFactorTokens
 from probe_disentangle.worlds.sprites import ColourSprites, Sprites
@@ -40,5 +41,6 @@ __all__ = [
     "World",
     "WorldDataset",
     "as_random_state",
+    "digit_images",
     "make_world",
 ]
