@@ -276,6 +276,9 @@ class InfoGANConfig:
     towards the inside; ``hidden`` the dense layer (1024 in Chen et al.'s MNIST network),
     ``q_hidden`` Q's own dense layer (128 in the paper). ``lambda_cat``/``lambda_cont`` weigh the
     mutual-information terms (the paper uses 1 for discrete codes, smaller for continuous ones).
+    ``lambda_real`` > 0 also has Q maximise the mutual information between real images and its
+    categorical codes (``losses.categorical_mi_on_data``: confident and balanced on the data; not
+    in the paper, off by default).
     The generator's learning rate is the trainer's ``lr`` × ``gen_lr_scale``: Chen et al. train D
     at 2e-4 and G at 1e-3 (app. C), hence the default 5.
     """
@@ -290,12 +293,15 @@ class InfoGANConfig:
     q_hidden: int = 128
     lambda_cat: float = 1.0
     lambda_cont: float = 0.1
+    lambda_real: float = 0.0
     gen_lr_scale: float = 5.0
 
     def __post_init__(self) -> None:
         self.categorical = [int(c) for c in self.categorical]
         if not self.gen_lr_scale > 0:
             raise ValueError(f"gen_lr_scale must be > 0, got {self.gen_lr_scale}")
+        if self.lambda_real < 0 or (self.lambda_real > 0 and not self.categorical):
+            raise ValueError(f"lambda_real must be ≥ 0, and > 0 only with a categorical code; got {self.lambda_real}")
         _check_power_of_two(self.image_size, 8, "image_size")
         if self.image_size > 256:
             raise ValueError(f"image_size must be at most 256, got {self.image_size}")
@@ -465,16 +471,23 @@ class InfoGAN(nn.Module):
         fake = self.generate(noise, cat, cont)
         cats = [cat[:, i] for i in range(cat.shape[1])]
         # D and Q: tell real from fake, and recover the codes of the (detached) fakes
-        real_logits = self.d_head(self.trunk(real)).squeeze(-1)
+        real_h = self.trunk(real)
+        real_logits = self.d_head(real_h).squeeze(-1)
         fake_logits, logits, mean, logvar = self._heads(fake.detach())
         d = self.objective.discriminator_loss(real_logits, fake_logits)
         info = self.objective.generator_loss(fake_logits, logits, cats, mean, logvar, cont)
         q_term = (
             self.objective.lambda_cat * info.terms["info_cat"] + self.objective.lambda_cont * info.terms["info_cont"]
         )
-        optimize("disc", losses.LossResult(d.total - q_term, {**d.terms, "info_q": q_term}))
+        extra = {}
+        if self.config.lambda_real > 0:
+            real_cat = self._split_q(self.q_net(real_h))[0]
+            info_real = sum((losses.categorical_mi_on_data(lg) for lg in real_cat), q_term.new_zeros(()))
+            q_term = q_term + self.config.lambda_real * info_real
+            extra = {"info_real": info_real.detach()}
+        optimize("disc", losses.LossResult(d.total - q_term, {**d.terms, "info_q": q_term, **extra}))
         # G: fool D and keep the codes recoverable
         fake_logits, logits, mean, logvar = self._heads(fake)
         g = self.objective.generator_loss(fake_logits, logits, cats, mean, logvar, cont)
         optimize("gen", g)
-        return losses.LossResult(d.total + g.total, {**d.terms, **g.terms, "info_q": q_term.detach()})
+        return losses.LossResult(d.total + g.total, {**d.terms, **g.terms, "info_q": q_term.detach(), **extra})

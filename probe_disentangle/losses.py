@@ -547,6 +547,21 @@ def categorical_mi_lower_bound(logits: Tensor, codes: Tensor, prior: Tensor | No
     return entropy + log_q.mean()
 
 
+def categorical_mi_on_data(logits: Tensor) -> Tensor:
+    """The mutual information between inputs and Q's categorical code on a batch: H(E[p]) − E[H(p)] (nats).
+
+    ``logits`` ``[B, C]``. Maximised (at log C) when every input gets one code value for sure and the
+    values are used equally: the label-free clustering objective of Krause et al. 2010 (RIM) and
+    Hu et al. 2017 (IMSAT), which ``InfoGANConfig.lambda_real`` adds on real images.
+    """
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    conditional = -(p * log_p).sum(-1).mean()
+    mean = p.mean(0)
+    marginal = -(mean * torch.log(mean.clamp_min(1e-30))).sum()
+    return marginal - conditional
+
+
 def gaussian_mi_lower_bound(mean: Tensor, logvar: Tensor, codes: Tensor, code_entropy: Tensor | float) -> Tensor:
     """L_I for continuous codes with a factored-Gaussian Q: H(c) + E[Σ_k log N(c_k; mean_k, var_k)].
 

@@ -1,5 +1,7 @@
 """ConvVAE and InfoGAN: shapes, determinism, save/load, training on sprites and digits."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -275,6 +277,25 @@ def test_code_probabilities_are_q_softmax_and_agree_with_encode(digits):
     assert torch.equal(codes[:, 0].long(), probs[0].argmax(-1)) and torch.equal(codes[:, 1].long(), probs[1].argmax(-1))
     logits = m.q(x)[0]
     assert torch.allclose(probs[1], torch.exp(logits[1] - logits[1].logsumexp(-1, keepdim=True)))
+
+
+def test_lambda_real_raises_q_information_on_real_images_and_is_validated(digits):
+    x = digits[0][:256]
+
+    def real_mi(m):
+        m.eval()
+        with torch.no_grad():
+            return float(losses.categorical_mi_on_data(m.q(x)[0][0]))
+
+    plain, real = _gan(seed=3, categorical=[4]), _gan(seed=3, categorical=[4], lambda_real=5.0)
+    res = _fit(real, x, steps=60, lr=3e-3, batch_size=32)
+    _fit(plain, x, steps=60, lr=3e-3, batch_size=32)
+    assert "info_real" in res.last and "info_real" not in _fit(_gan(), x[:16], steps=1, lr=1e-3, batch_size=8).last
+    assert real_mi(real) > real_mi(plain) + 0.3 and real_mi(real) > 0.4 * math.log(4)  # 0.80 against 0.33 nats
+    with pytest.raises(ValueError, match="lambda_real must be ≥ 0"):
+        InfoGANConfig(lambda_real=-1.0)
+    with pytest.raises(ValueError, match="only with a categorical code"):
+        InfoGANConfig(categorical=[], continuous=2, lambda_real=1.0)
 
 
 def test_infogan_generator_lr_is_scaled():

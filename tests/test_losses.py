@@ -297,6 +297,18 @@ def test_infogan_categorical_bound_equals_entropy_for_perfect_q():
     assert float(L.categorical_mi_lower_bound(torch.eye(3)[c] * 1e4, c, prior)) == pytest.approx(float(h), abs=1e-4)
 
 
+def test_categorical_mi_on_data_known_answers():
+    sure = torch.nn.functional.one_hot(torch.arange(12) % 4, 4).float() * 1e4  # sure and balanced: log 4
+    assert float(L.categorical_mi_on_data(sure)) == pytest.approx(math.log(4), abs=1e-5)
+    assert float(L.categorical_mi_on_data(torch.zeros(8, 4))) == pytest.approx(0.0, abs=1e-6)  # no information
+    collapsed = torch.nn.functional.one_hot(torch.zeros(8, dtype=torch.long), 4).float() * 1e4
+    assert float(L.categorical_mi_on_data(collapsed)) == pytest.approx(0.0, abs=1e-5)  # sure but one value
+    # two inputs: p = (0.75, 0.25) and (0.25, 0.75): H(mean) = log 2, E[H] = H(0.75, 0.25)
+    logits = torch.log(torch.tensor([[0.75, 0.25], [0.25, 0.75]]))
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert float(L.categorical_mi_on_data(logits)) == pytest.approx(math.log(2) - h, abs=1e-6)
+
+
 def test_infogan_gaussian_bound_is_tight_for_the_true_posterior():
     # c ~ N(0,1), x = c + noise(σ_n): I(c; x) = ½ log(1 + 1/σ_n²); the exact posterior attains it
     g = torch.Generator().manual_seed(0)
