@@ -64,7 +64,12 @@ def run_one(job: dict) -> dict:
     x, y = digit_images()
     torch.manual_seed(job["seed"])
     model = InfoGAN(
-        InfoGANConfig.digits(lambda_cat=job["lambda_cat"], noise_dim=job["noise_dim"], lambda_real=job["lambda_real"])
+        InfoGANConfig.digits(
+            lambda_cat=job["lambda_cat"],
+            noise_dim=job["noise_dim"],
+            lambda_real=job["lambda_real"],
+            real_shift=job["real_shift"],
+        )
     )
     train = TrainConfig(
         **DIGITS_TRAIN | {"steps": job["steps"], "batch_size": job["batch_size"], "lr": job["lr"]},
@@ -92,6 +97,7 @@ def run_one(job: dict) -> dict:
         "lambda_cat": job["lambda_cat"],
         "noise_dim": job["noise_dim"],
         "lambda_real": job["lambda_real"],
+        "real_shift": job["real_shift"],
         "seconds": seconds,
         "images_per_s": job["steps"] * job["batch_size"] / seconds,
     }
@@ -119,6 +125,9 @@ def main() -> None:
     ap.add_argument(
         "--lambda-real", type=float, default=0.0, help="weight of Q's mutual information with real digits (0: off)"
     )
+    ap.add_argument(
+        "--real-shift", type=int, default=0, help="with --lambda-real: pair each digit with a copy shifted ≤ this"
+    )
     ap.add_argument("--noise-dim", type=int, default=InfoGANConfig.digits().noise_dim, help="incompressible noise")
     ap.add_argument("--lambda-cat", type=float, default=1.0, help="weight of the categorical code's MI term")
     ap.add_argument("--jobs", type=int, default=1, help="seeds in parallel processes, one thread each")
@@ -130,7 +139,12 @@ def main() -> None:
     threads = 1 if args.jobs > 1 else torch.get_num_threads()
     jobs = [
         {"seed": s, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "threads": threads}
-        | {"lambda_cat": args.lambda_cat, "noise_dim": args.noise_dim, "lambda_real": args.lambda_real}
+        | {
+            "lambda_cat": args.lambda_cat,
+            "noise_dim": args.noise_dim,
+            "lambda_real": args.lambda_real,
+            "real_shift": args.real_shift,
+        }
         for s in range(args.seed_offset, args.seed_offset + args.seeds)
     ]
     print("| seed | steps | accuracy | classes sharing a code | code entropy | Q entropy | Q MI | images/s | seconds |")

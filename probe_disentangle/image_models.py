@@ -40,7 +40,16 @@ from .registry import register
 from .vae_family import Optimize, VAEFamilyMixin, build_objective, clamp_logvar, posterior_params
 from .vae_family import first as _first
 
-__all__ = ["DIGITS_TRAIN", "ConvVAE", "ConvVAEConfig", "InfoGAN", "InfoGANConfig", "VAEFamilyMixin", "as_image_batch"]
+__all__ = [
+    "DIGITS_TRAIN",
+    "ConvVAE",
+    "ConvVAEConfig",
+    "InfoGAN",
+    "InfoGANConfig",
+    "VAEFamilyMixin",
+    "as_image_batch",
+    "random_shift",
+]
 
 
 def as_image_batch(x: Tensor, channels: int, size: int, dtype: torch.dtype, what: str) -> Tensor:
@@ -54,6 +63,23 @@ def as_image_batch(x: Tensor, channels: int, size: int, dtype: torch.dtype, what
     if x.dtype == torch.uint8:
         return x.to(dtype) / 255.0
     return x.to(dtype)
+
+
+def random_shift(x: Tensor, shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Each image ``[B, C, H, W]`` moved by its own random (dy, dx) ∈ [−shift, shift]², zeros filling in."""
+    if shift == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift))
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, b), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device)[None] + dy[:, None])[:, None, :, None]  # [B, 1, H, 1]
+    cols = (torch.arange(w, device=x.device)[None] + dx[:, None])[:, None, None, :]  # [B, 1, 1, W]
+    return padded[
+        torch.arange(b, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        rows,
+        cols,
+    ]
 
 
 def _check_power_of_two(size: int, lo: int, what: str) -> None:
@@ -276,9 +302,11 @@ class InfoGANConfig:
     towards the inside; ``hidden`` the dense layer (1024 in Chen et al.'s MNIST network),
     ``q_hidden`` Q's own dense layer (128 in the paper). ``lambda_cat``/``lambda_cont`` weigh the
     mutual-information terms (the paper uses 1 for discrete codes, smaller for continuous ones).
-    ``lambda_real`` > 0 also has Q maximise the mutual information between real images and its
-    categorical codes (``losses.categorical_mi_on_data``: confident and balanced on the data; not
-    in the paper, off by default).
+    ``lambda_real`` > 0 also has Q maximise, on real images, the mutual information between them
+    and its categorical codes (``losses.categorical_mi_on_data``: confident and balanced codes) or,
+    with ``real_shift`` = s > 0, between the codes of each image and of a copy shifted by up to s
+    pixels (``losses.paired_categorical_mi``: also the same code for both). Neither is in the
+    paper; both are off by default and use no labels.
     The generator's learning rate is the trainer's ``lr`` × ``gen_lr_scale``: Chen et al. train D
     at 2e-4 and G at 1e-3 (app. C), hence the default 5.
     """
@@ -294,6 +322,7 @@ class InfoGANConfig:
     lambda_cat: float = 1.0
     lambda_cont: float = 0.1
     lambda_real: float = 0.0
+    real_shift: int = 0
     gen_lr_scale: float = 5.0
 
     def __post_init__(self) -> None:
@@ -302,6 +331,8 @@ class InfoGANConfig:
             raise ValueError(f"gen_lr_scale must be > 0, got {self.gen_lr_scale}")
         if self.lambda_real < 0 or (self.lambda_real > 0 and not self.categorical):
             raise ValueError(f"lambda_real must be ≥ 0, and > 0 only with a categorical code; got {self.lambda_real}")
+        if not 0 <= self.real_shift < self.image_size // 2:
+            raise ValueError(f"real_shift must be in [0, image_size / 2), got {self.real_shift}")
         _check_power_of_two(self.image_size, 8, "image_size")
         if self.image_size > 256:
             raise ValueError(f"image_size must be at most 256, got {self.image_size}")
@@ -482,7 +513,12 @@ class InfoGAN(nn.Module):
         extra = {}
         if self.config.lambda_real > 0:
             real_cat = self._split_q(self.q_net(real_h))[0]
-            info_real = sum((losses.categorical_mi_on_data(lg) for lg in real_cat), q_term.new_zeros(()))
+            if self.config.real_shift > 0:
+                moved = self._split_q(self.q_net(self.trunk(random_shift(real, self.config.real_shift))))[0]
+                pairs = zip(real_cat, moved, strict=True)
+                info_real = sum((losses.paired_categorical_mi(a, b) for a, b in pairs), q_term.new_zeros(()))
+            else:
+                info_real = sum((losses.categorical_mi_on_data(lg) for lg in real_cat), q_term.new_zeros(()))
             q_term = q_term + self.config.lambda_real * info_real
             extra = {"info_real": info_real.detach()}
         optimize("disc", losses.LossResult(d.total - q_term, {**d.terms, "info_q": q_term, **extra}))

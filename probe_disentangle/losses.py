@@ -562,6 +562,24 @@ def categorical_mi_on_data(logits: Tensor) -> Tensor:
     return marginal - conditional
 
 
+def paired_categorical_mi(logits_a: Tensor, logits_b: Tensor) -> Tensor:
+    """The mutual information between the categorical codes of two views of each input (nats).
+
+    ``logits_a``, ``logits_b`` ``[B, C]`` for paired views (an image and a shifted copy, say). The
+    joint of the two codes is the batch mean of p_a p_bᵀ, symmetrised; the MI is log C when both
+    views of every input get the same code for sure and the values are used equally, 0 when the
+    codes are independent. Invariant information clustering (Ji et al. 2019).
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(
+            f"paired views need the same logits shape, got {tuple(logits_a.shape)} and {tuple(logits_b.shape)}"
+        )
+    joint = logits_a.softmax(-1).T @ logits_b.softmax(-1) / logits_a.shape[0]  # [C, C]
+    joint = ((joint + joint.T) / 2).clamp_min(1e-30)
+    marg_a, marg_b = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    return (joint * (joint.log() - marg_a.log() - marg_b.log())).sum()
+
+
 def gaussian_mi_lower_bound(mean: Tensor, logvar: Tensor, codes: Tensor, code_entropy: Tensor | float) -> Tensor:
     """L_I for continuous codes with a factored-Gaussian Q: H(c) + E[Σ_k log N(c_k; mean_k, var_k)].
 

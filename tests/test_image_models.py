@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probe_disentangle import io, losses
-from probe_disentangle.image_models import DIGITS_TRAIN, ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig
+from probe_disentangle.image_models import DIGITS_TRAIN, ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig, random_shift
 from probe_disentangle.metrics import cluster_accuracy
 from probe_disentangle.train import TrainConfig, Trainer
 from probe_disentangle.worlds import ColourSprites, Sprites, digit_images
@@ -296,6 +296,33 @@ def test_lambda_real_raises_q_information_on_real_images_and_is_validated(digits
         InfoGANConfig(lambda_real=-1.0)
     with pytest.raises(ValueError, match="only with a categorical code"):
         InfoGANConfig(categorical=[], continuous=2, lambda_real=1.0)
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_within_the_bound():
+    x = torch.zeros(200, 2, 8, 8)
+    x[:, :, 3, 4] = 1.0  # one lit pixel per channel
+    x[:, 1, 3, 4] = 2.0
+    moved = random_shift(x, 1, generator=torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and torch.equal(random_shift(x, 0), x)
+    for img in moved:
+        [(r0, c0)], [(r1, c1)] = img[0].nonzero().tolist(), img[1].nonzero().tolist()
+        assert (r0, c0) == (r1, c1) and abs(r0 - 3) <= 1 and abs(c0 - 4) <= 1  # channels move together
+        assert img[1].sum() == 2.0
+    offsets = {tuple(img[0].nonzero()[0].tolist()) for img in moved}
+    assert len(offsets) == 9  # all 3×3 offsets occur in 200 draws
+    edge = torch.zeros(1, 1, 8, 8)
+    edge[0, 0, 0, :] = 1.0  # a top row shifted up falls off: zeros fill in, nothing wraps
+    assert all(
+        random_shift(edge, 1, generator=torch.Generator().manual_seed(s)).sum() in (0.0, 7.0, 8.0) for s in range(20)
+    )
+
+
+def test_real_shift_pairs_views_and_is_validated(digits):
+    m = _gan(seed=1, categorical=[4], lambda_real=2.0, real_shift=1)
+    res = _fit(m, digits[0][:64], steps=3, lr=1e-3, batch_size=16)
+    assert "info_real" in res.last and 0 <= res.last["info_real"] <= math.log(4) + 1e-5
+    with pytest.raises(ValueError, match="real_shift must be in"):
+        InfoGANConfig(image_size=8, real_shift=4)
 
 
 def test_infogan_generator_lr_is_scaled():

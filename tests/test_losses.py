@@ -309,6 +309,22 @@ def test_categorical_mi_on_data_known_answers():
     assert float(L.categorical_mi_on_data(logits)) == pytest.approx(math.log(2) - h, abs=1e-6)
 
 
+def test_paired_categorical_mi_known_answers():
+    codes = torch.arange(12) % 4
+    sure = torch.nn.functional.one_hot(codes, 4).float() * 1e4
+    assert float(L.paired_categorical_mi(sure, sure)) == pytest.approx(math.log(4), abs=1e-5)
+    # views that disagree by a 4-cycle of code values: the symmetrised joint puts 1/8 on (i, i±1),
+    # so each code leaves two equally likely partners and log 4 − log 2 remains; the same code is rewarded
+    assert float(L.paired_categorical_mi(sure, sure[:, [1, 2, 3, 0]])) == pytest.approx(math.log(2), abs=1e-5)
+    # independent views: every pair of codes equally often, zero information
+    a = torch.nn.functional.one_hot(torch.arange(16) % 4, 4).float() * 1e4
+    b = torch.nn.functional.one_hot(torch.arange(16) // 4, 4).float() * 1e4
+    assert float(L.paired_categorical_mi(a, b)) == pytest.approx(0.0, abs=1e-5)
+    assert float(L.paired_categorical_mi(torch.zeros(5, 3), torch.zeros(5, 3))) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same logits shape"):
+        L.paired_categorical_mi(torch.zeros(5, 3), torch.zeros(5, 4))
+
+
 def test_infogan_gaussian_bound_is_tight_for_the_true_posterior():
     # c ~ N(0,1), x = c + noise(σ_n): I(c; x) = ½ log(1 + 1/σ_n²); the exact posterior attains it
     g = torch.Generator().manual_seed(0)
