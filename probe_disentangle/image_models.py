@@ -347,11 +347,16 @@ class InfoGANConfig:
 
     @classmethod
     def digits(cls, **overrides) -> InfoGANConfig:
-        """Chen et al.'s MNIST InfoGAN sized for the 8×8 digits: one 10-way code, two continuous codes, 62 noise dims.
+        """Chen et al.'s MNIST InfoGAN sized for the 8×8 digits (one 10-way code, two continuous codes, 62 noise
+        dims), with Q also pairing each real digit with a copy shifted by up to a pixel (``lambda_real`` 1,
+        ``real_shift`` 1): this lifts the code's match with the digit class from a median of 84.6 % to 90.3 %
+        over eight seeds, though seeds still spread (72.8–94.8 %; benchmarks/RESULTS.md).
+        ``lambda_real=0`` gives the paper's InfoGAN.
 
         Train it with :data:`DIGITS_TRAIN` on :func:`probe_disentangle.worlds.digit_images`.
         """
         base = {"image_size": 8, "channels": 1, "noise_dim": 62, "categorical": [10], "continuous": 2}
+        base |= {"lambda_real": 1.0, "real_shift": 1}
         return cls(**{**base, **overrides})
 
 

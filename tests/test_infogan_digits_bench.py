@@ -41,7 +41,8 @@ def test_infogan_digits_benchmark_writes_its_table(tmp_path):
     res = json.loads(out.read_text())
     assert [r["seed"] for r in res["runs"]] == [0, 1]
     assert all(0.1 <= r["accuracy"] <= 1 and r["images_per_s"] > 0 for r in res["runs"])
-    assert all(0 <= r["code_entropy"] <= 1 and r["lambda_cat"] == 1.0 and r["noise_dim"] == 62 for r in res["runs"])
+    assert all(r["lambda_cat"] == 1.0 and r["noise_dim"] == 62 and r["lambda_real"] == 1.0 for r in res["runs"])
+    assert all(0 <= r["code_entropy"] <= 1 and r["real_shift"] == 1 for r in res["runs"])
     assert all(0 <= r["q_entropy"] <= 1 and -1e-9 <= r["q_mi"] <= 1 for r in res["runs"])
     assert res["summary"]["seeds"] == 2 and res["summary"]["min_accuracy"] <= res["summary"]["median_accuracy"]
     assert "of 2 seeds ≥ 90 %" in done.stdout

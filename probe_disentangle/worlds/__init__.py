@@ -1,7 +1,8 @@
 """Worlds whose true generative factors are known: sprites, a factor language, K factors, digits.
 
-All implement ``World`` (disentanglement_lib's ground-truth-data protocol plus C-order index
-maps and a torch ``Dataset``). ``WORLDS`` maps a name to its class for configs and the CLI.
+The generators implement ``World`` (disentanglement_lib's ground-truth-data protocol plus C-order
+index maps and a torch ``Dataset``); ``WORLDS`` maps a name to its class for configs and the CLI.
+The digits are a fixed, labelled sample instead (``digit_images``: scikit-learn's bundled 8×8 set).
 """
 
 from __future__ import annotations
