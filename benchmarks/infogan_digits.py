@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe_disentangle import TrainConfig, Trainer
+from probe_disentangle import TrainConfig, Trainer, losses
 from probe_disentangle.image_models import DIGITS_TRAIN, InfoGAN, InfoGANConfig
 from probe_disentangle.metrics import cluster_accuracy
 from probe_disentangle.metrics._utils import discrete_entropy
@@ -53,12 +53,11 @@ def code_entropy(codes: np.ndarray, k: int) -> float:
 def q_confidence(probs: np.ndarray) -> dict[str, float]:
     """Label-free reading of Q on real digits: its mean conditional entropy over log k (0: every digit
     gets one code for sure) and the mutual information it implies between digit and code over log k
-    (H of the mean posterior minus the mean H; 1 for a sure, balanced code)."""
-    k = probs.shape[1]
-    p = np.clip(probs, 1e-12, 1.0)
-    cond = float(-(p * np.log(p)).sum(1).mean() / np.log(k))
-    mean = p.mean(0)
-    return {"q_entropy": cond, "q_mi": float(-(mean * np.log(mean)).sum() / np.log(k)) - cond}
+    (``losses.categorical_mi_on_data``; 1 for a sure, balanced code)."""
+    log_k = np.log(probs.shape[1])
+    log_p = torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0)))
+    cond = float(-(log_p.exp() * log_p).sum(1).mean() / log_k)
+    return {"q_entropy": cond, "q_mi": float(losses.categorical_mi_on_data(log_p)) / log_k}
 
 
 def run_one(job: dict) -> dict:
@@ -138,7 +137,9 @@ def main() -> None:
         help="pair each real digit with a copy shifted ≤ this (0: none)",
     )
     ap.add_argument("--noise-dim", type=int, default=RECIPE.noise_dim, help="incompressible noise")
-    ap.add_argument("--lambda-cat", type=float, default=1.0, help="weight of the categorical code's MI term")
+    ap.add_argument(
+        "--lambda-cat", type=float, default=RECIPE.lambda_cat, help="weight of the categorical code's MI term"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="seeds in parallel processes, one thread each")
     ap.add_argument("--out", default="benchmarks/results/infogan_digits.json")
     args = ap.parse_args()

@@ -32,18 +32,18 @@ from probe_disentangle.metrics import cluster_accuracy
 from probe_disentangle.viz import infogan_code_grid
 from probe_disentangle.worlds import digit_images
 
+RECIPE = InfoGANConfig.digits()
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=DIGITS_TRAIN["steps"])
     ap.add_argument("--batch-size", type=int, default=DIGITS_TRAIN["batch_size"])
     ap.add_argument("--lr", type=float, default=DIGITS_TRAIN["lr"], help="D and Q; G uses lr × gen_lr_scale (5: 1e-3)")
-    ap.add_argument("--lambda-cat", type=float, default=1.0)
+    ap.add_argument("--lambda-cat", type=float, default=RECIPE.lambda_cat)
+    ap.add_argument("--lambda-real", type=float, default=RECIPE.lambda_real, help="Q's code MI on real digits (0: off)")
     ap.add_argument(
-        "--lambda-real", type=float, default=None, help="weight of Q's code MI on real digits (default: the recipe's)"
-    )
-    ap.add_argument(
-        "--real-shift", type=int, default=None, help="pair each real digit with a copy shifted ≤ this (0: no pairing)"
+        "--real-shift", type=int, default=RECIPE.real_shift, help="pair each real digit with a copy shifted ≤ this"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -54,9 +54,8 @@ def main() -> None:
     x, labels = digit_images()  # (1797, 1, 8, 8) in [0, 1], classes 0–9
     out = Path(args.out)
     torch.manual_seed(args.seed)
-    overrides = {"lambda_real": args.lambda_real, "real_shift": args.real_shift}
     model = InfoGAN(
-        InfoGANConfig.digits(lambda_cat=args.lambda_cat, **{k: v for k, v in overrides.items() if v is not None})
+        InfoGANConfig.digits(lambda_cat=args.lambda_cat, lambda_real=args.lambda_real, real_shift=args.real_shift)
     )
     cfg = TrainConfig(
         **DIGITS_TRAIN | {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr},

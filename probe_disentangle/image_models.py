@@ -355,9 +355,8 @@ class InfoGANConfig:
 
         Train it with :data:`DIGITS_TRAIN` on :func:`probe_disentangle.worlds.digit_images`.
         """
-        base = {"image_size": 8, "channels": 1, "noise_dim": 62, "categorical": [10], "continuous": 2}
-        base |= {"lambda_real": 1.0, "real_shift": 1}
-        return cls(**{**base, **overrides})
+        recipe = {"image_size": 8, "channels": 1, "noise_dim": 62, "categorical": [10], "continuous": 2}
+        return cls(**recipe | {"lambda_real": 1.0, "real_shift": 1} | overrides)
 
 
 DIGITS_TRAIN: dict = {"steps": 3000, "batch_size": 128, "lr": 2e-4, "grad_clip": None}
