@@ -10,3 +10,9 @@ PROBE_FILE = "probe.json"
 PROBE_TENSORS_FILE = "probe.safetensors"
 DIRECTIONS_FILE = "directions.safetensors"
 HEAD_DIR = "head"
+# scratch names beside a target ``name`` while it is being written: ``.{name}.{pid}.{token}{suffix}``
+# (the writer's pid lets a later save tell a dead writer's leftovers from a live one's work)
+TMP_SUFFIX = ".tmp"  # a file being written (atomic_write_bytes)
+PARTIAL_SUFFIX = ".partial"  # a folder being written (atomic_folder), or the old one after a swap
+READY_SUFFIX = ".ready"  # a complete new folder waiting to be renamed into place (no-exchange fallback)
+OLD_SUFFIX = ".old"  # the previous folder, moved aside during the fallback's two renames

@@ -10,6 +10,7 @@ written into the host.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from . import __version__, io, registry
 from .adapters import Adapter, attach
-from .constants import DIRECTIONS_FILE, HEAD_DIR, PROBE_FILE, PROBE_TENSORS_FILE
+from .constants import CONFIG_FILE, DIRECTIONS_FILE, HEAD_DIR, PROBE_FILE, PROBE_TENSORS_FILE
 from .heads import InfoGANHead, JointVAEHead, VAEHead
 from .store import ActivationStore, Normalizer
 from .train import TrainConfig, Trainer, TrainResult
@@ -362,58 +363,82 @@ class Probe:
     # ---------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the head (config.json + safetensors), the probe's hook and normaliser, and the
-        directions as a plain safetensors steering-vector file usable without this package."""
+        directions as a plain safetensors steering-vector file usable without this package.
+
+        All or nothing (:func:`io.atomic_folder`): a kill at any moment leaves the previous save
+        or this one, whole. ``probe.json`` lists every file with its SHA-256 and what the probe
+        holds (normaliser, reference codes); loading checks both, so parts of two saves never
+        load together."""
         self._require_head()
         directory = Path(directory)
-        io.save(self.head, directory / HEAD_DIR)
         tensors = {}
         if self.normalizer is not None:
             tensors["normalizer.mean"], tensors["normalizer.std"] = self.normalizer.mean, self.normalizer.std
         if self.reference_codes is not None:
             tensors["reference_codes"] = self.reference_codes
-        data = io.tensors_to_bytes(tensors) if tensors else None
-        if data is not None:
-            io.atomic_write_bytes(directory / PROBE_TENSORS_FILE, data)
         d = self.directions()
-        io.atomic_write_bytes(
-            directory / DIRECTIONS_FILE,
-            io.tensors_to_bytes(
+        blobs = {
+            DIRECTIONS_FILE: io.tensors_to_bytes(
                 {"directions": d},
                 metadata={"hook": self.hook, "layout": "[latent, d_model] activation units per unit latent"},
-            ),
-        )
-        import hashlib
-
-        meta = {
-            "probe_disentangle_version": __version__,
-            "hook": self.hook,
-            "adapter_family": self.adapter.family,
-            "adapter_options": self.adapter_options,
-            "architecture": self.architecture,
-            "d_in": int(d.shape[1]),
-            "latent_dim": int(d.shape[0]),
-            "files": {PROBE_TENSORS_FILE: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
-            if data is not None
-            else {},
+            )
         }
-        io.atomic_write_json(directory / PROBE_FILE, meta)
+        if tensors:
+            blobs[PROBE_TENSORS_FILE] = io.tensors_to_bytes(tensors)
+        with io.atomic_folder(directory, PROBE_CONTENTS) as tmp:
+            io.write_saved(self.head, tmp / HEAD_DIR)
+            files = {HEAD_CONFIG: _file_entry((tmp / HEAD_CONFIG).read_bytes())}
+            for name, data in blobs.items():
+                io.atomic_write_bytes(tmp / name, data)
+                files[name] = _file_entry(data)
+            meta = {
+                "probe_disentangle_version": __version__,
+                "format": PROBE_FORMAT,
+                "hook": self.hook,
+                "adapter_family": self.adapter.family,
+                "adapter_options": self.adapter_options,
+                "architecture": self.architecture,
+                "d_in": int(d.shape[1]),
+                "latent_dim": int(d.shape[0]),
+                "contents": {
+                    "normalizer": self.normalizer is not None,
+                    "reference_codes": self.reference_codes is not None,
+                },
+                "files": files,
+            }
+            io.atomic_write_json(tmp / PROBE_FILE, meta)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, model: nn.Module | Adapter) -> Probe:
-        """Rebuild a saved probe and attach it to ``model`` (the hook must exist there)."""
-        directory = Path(directory)
-        path = directory / PROBE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; pass a folder written by Probe.save_pretrained()")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); save the probe again") from err
+        """Rebuild a saved probe and attach it to ``model`` (the hook must exist there). Every
+        file ``probe.json`` lists must be present and match its checksum."""
+        directory = io.resolve_folder(directory)
+        meta = _read_probe_json(directory)
+        files = meta["files"]
+        for name, expected in files.items():
+            if name != PROBE_TENSORS_FILE:  # read and checked below
+                _check_file(directory / name, expected, directory / PROBE_FILE)
         head = io.load(directory / HEAD_DIR)
         tensors = {}
-        if PROBE_TENSORS_FILE in meta.get("files", {}):
-            tensors = io.load_tensors(directory / PROBE_TENSORS_FILE, meta["files"][PROBE_TENSORS_FILE])
+        if PROBE_TENSORS_FILE in files:
+            tensors = io.load_tensors(directory / PROBE_TENSORS_FILE, files[PROBE_TENSORS_FILE])
+        elif (directory / PROBE_TENSORS_FILE).exists():
+            raise ValueError(
+                f"{directory / PROBE_TENSORS_FILE} is not listed in {directory / PROBE_FILE}: the folder mixes two "
+                "saves; save the probe again"
+            )
+        contents = meta.get("contents")
+        if contents is not None:  # format 2: what the probe holds is stated, and required
+            for key, names in (
+                ("normalizer", ("normalizer.mean", "normalizer.std")),
+                ("reference_codes", ("reference_codes",)),
+            ):
+                if contents.get(key) and not all(n in tensors for n in names):
+                    raise ValueError(
+                        f"{directory / PROBE_FILE} says the probe has its {key} but {PROBE_TENSORS_FILE} lacks it; "
+                        "save the probe again"
+                    )
         normalizer = (
             Normalizer(tensors["normalizer.mean"], tensors["normalizer.std"]) if "normalizer.mean" in tensors else None
         )
@@ -428,6 +453,54 @@ class Probe:
 
     def _param_device(self) -> torch.device:
         return next(self.head.parameters()).device
+
+
+PROBE_FORMAT = 2  # 2: probe.json states its contents and lists every file (head config included)
+HEAD_CONFIG = f"{HEAD_DIR}/{CONFIG_FILE}"
+PROBE_CONTENTS = frozenset({PROBE_FILE, PROBE_TENSORS_FILE, DIRECTIONS_FILE, HEAD_DIR})
+
+
+def _file_entry(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _check_file(path: Path, expected: Any, listed_in: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing (listed in {listed_in}); the folder is incomplete — save the probe again"
+        )
+    if isinstance(expected, dict) and "sha256" in expected and io.sha256_file(path) != expected["sha256"]:
+        raise ValueError(
+            f"{path} does not match its checksum in {listed_in}: the folder was altered or mixes two saves — "
+            "save the probe again"
+        )
+
+
+def _read_probe_json(directory: Path) -> dict[str, Any]:
+    """``probe.json``, checked: an object with a hook and a ``files`` map of what the folder holds."""
+    path = directory / PROBE_FILE
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a folder; pass a folder written by Probe.save_pretrained()")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; pass a folder written by Probe.save_pretrained()")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); save the probe again") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} must hold a JSON object, got a {type(meta).__name__}; save the probe again")
+    if not isinstance(meta.get("hook"), str):
+        raise ValueError(
+            f"{path} has no 'hook' name; it was not written by Probe.save_pretrained() — save the probe again"
+        )
+    if not isinstance(meta.get("files"), dict):
+        raise ValueError(
+            f"{path} has no 'files' entry listing what the folder holds; without it a missing normaliser would go "
+            "unnoticed — save the probe again"
+        )
+    if meta.get("adapter_options") is not None and not isinstance(meta["adapter_options"], dict):
+        raise ValueError(f"{path}: 'adapter_options' must be a JSON object; save the probe again")
+    return meta
 
 
 def load_directions(path: str | Path) -> tuple[Tensor, dict[str, str]]:
