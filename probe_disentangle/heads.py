@@ -89,9 +89,20 @@ def _check_decoder(decoder: str, decoder_hidden: int) -> None:
         raise ValueError(f"decoder_hidden must be ≥ 0 (0: one direction per latent), got {decoder_hidden}")
 
 
-def _check_width(x: Tensor, d_in: int, what: str) -> None:
+def _check_width(x: Tensor, d_in: int, what: str) -> Tensor:
+    """``x`` checked as activation vectors ``[batch, d_in]`` of floats; float64 comes back as
+    float32 (the heads' precision), integers are refused: they are token ids or labels, which
+    belong to the host or the metrics, not to a head."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what} expects activation vectors as a torch tensor [batch, {d_in}], got {type(x).__name__}")
     if x.ndim != 2 or x.shape[1] != d_in:
         raise ValueError(f"{what} expects activations of shape [batch, {d_in}], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{what} expects floating-point activations, got {x.dtype}; integer tensors are token ids or labels — "
+            "run the host on them (Probe.fit) or cast real activations with .float()"
+        )
+    return x.float() if x.dtype == torch.float64 else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +181,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance, each ``[B, latent_dim]``."""
-        _check_width(x, self.config.d_in, "VAEHead.encode")
+        x = _check_width(x, self.config.d_in, "VAEHead.encode")
         mu, logvar = posterior_params(self.encoder, x).chunk(2, dim=-1)
         return mu, clamp_logvar(logvar)
 
@@ -179,7 +190,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         return self.decoder(z)
 
     def _prepare(self, x: Tensor) -> Tensor:
-        _check_width(x, self.config.d_in, "VAEHead")
+        x = _check_width(x, self.config.d_in, "VAEHead")
         return x
 
     def initialize_from_codes(
@@ -199,7 +210,7 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         reconstruct ``x`` from those targets, and latents beyond m learn 0. Returns the final
         squared error of the means against their targets and the reconstruction loss."""
         k = self.config.latent_dim
-        _check_width(x, self.config.d_in, "VAEHead")
+        x = _check_width(x, self.config.d_in, "VAEHead")
         codes = torch.as_tensor(codes).long().to(x.device)
         if codes.ndim != 2 or codes.shape[0] != len(x) or not 1 <= codes.shape[1] <= k:
             raise ValueError(f"codes must be [{len(x)}, m] with 1 ≤ m ≤ latent_dim = {k}, got {tuple(codes.shape)}")
@@ -295,7 +306,7 @@ class JointVAEHead(nn.Module):
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """(mu ``[B, continuous]``, logvar, one logits tensor ``[B, V]`` per categorical latent)."""
-        _check_width(x, self.config.d_in, "JointVAEHead")
+        x = _check_width(x, self.config.d_in, "JointVAEHead")
         h = posterior_params(self.encoder, x)
         logits, gauss = h[:, : self._n_logits], h[:, self._n_logits :]
         mu, logvar = gauss.chunk(2, dim=-1)
@@ -320,6 +331,7 @@ class JointVAEHead(nn.Module):
         return self.decoder(torch.cat([*onehots, codes[:, n_cat:]], dim=1))
 
     def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
+        x = _check_width(x, self.config.d_in, "JointVAEHead")
         mu, logvar, logits = self.posterior(x)
         z = losses.reparameterize(mu, logvar) if self.training else mu
         sizes = self.config.categorical
@@ -349,7 +361,7 @@ class JointVAEHead(nn.Module):
         solved exactly (least squares). Returns the final accuracy and reconstruction loss."""
         c = self.config
         n_cat = len(c.categorical)
-        _check_width(x, c.d_in, "JointVAEHead")
+        x = _check_width(x, c.d_in, "JointVAEHead")
         codes = torch.as_tensor(codes).long().to(x.device)
         if codes.shape != (len(x), n_cat):
             raise ValueError(
@@ -475,7 +487,7 @@ class InfoGANHead(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes Q reads from activations: categorical argmax indices then continuous means, ``[B, n_codes]``."""
-        _check_width(x, self.config.d_in, "InfoGANHead.encode")
+        x = _check_width(x, self.config.d_in, "InfoGANHead.encode")
         logits, mean, _ = self.q(x)
         cats = [lg.argmax(-1, keepdim=True).to(mean.dtype) for lg in logits]
         return torch.cat(cats + [mean], dim=1)
@@ -496,7 +508,7 @@ class InfoGANHead(nn.Module):
         )
 
     def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
-        real = _first(batch)
+        real = _check_width(_first(batch), self.config.d_in, "InfoGANHead")
         noise, cat, cont = self.sample_codes(real.shape[0], real.device)
         fake = self.generate(noise, cat, cont)
         # D and Q step: tell real from fake, and recover the codes of (detached) fakes

@@ -13,10 +13,12 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -37,21 +39,49 @@ Edit = float | tuple[str, float]
 Edits = Mapping[int, Edit]
 
 
-def _apply_edits(z: Tensor, edits: Edits, k: int) -> Tensor:
-    """z' = z with latents set (``{i: v}``) or shifted (``{i: ("add", d)}``); ``("nearest", values)``
-    edits are left for :meth:`Probe._delta`, which needs the decoder to choose."""
-    z2 = z.clone()
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+
+def check_edits(edits: Any, k: int) -> dict[int, Edit]:
+    """``edits`` as ``{latent index: edit}``, checked: a mapping from ints in ``0..k-1`` to a
+    finite value, ``("set", v)``, ``("add", delta)`` or ``("nearest", [v1, v2, ...])``. A NaN or
+    infinite edit would make every later activation NaN, so it is refused here."""
+    if not isinstance(edits, Mapping):
+        raise TypeError(
+            f"edits must be a mapping {{latent index: edit}}, e.g. {{3: 2.0}}, got a {type(edits).__name__}"
+        )
+    out: dict[int, Edit] = {}
     for i, e in edits.items():
+        if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
+            raise TypeError(f"edit keys are latent indices (ints), got {i!r} ({type(i).__name__}); e.g. {{3: 2.0}}")
         if not 0 <= int(i) < k:
             raise ValueError(f"latent index {i} out of range: the head has {k} latents (0..{k - 1})")
+        form = f"edit {e!r} for latent {i}: use a finite value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
         if isinstance(e, tuple):
             if len(e) != 2 or e[0] not in ("add", "set", "nearest"):
-                raise ValueError(
-                    f"edit {e!r} for latent {i}: use a value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
-                )
+                raise ValueError(form)
             if e[0] == "nearest":
-                if not len(e[1]):
-                    raise ValueError(f"edit {e!r} for latent {i}: 'nearest' needs at least one candidate value")
+                if isinstance(e[1], (str, bytes)) or not isinstance(e[1], Sequence) or not len(e[1]):
+                    raise ValueError(f"{form}; 'nearest' takes a non-empty list of candidate values")
+                if not all(_finite_number(v) for v in e[1]):
+                    raise ValueError(f"{form}; every 'nearest' candidate must be a finite number")
+            elif not _finite_number(e[1]):
+                raise ValueError(form)
+        elif not _finite_number(e):
+            raise (ValueError if isinstance(e, (int, float, np.number)) else TypeError)(form)
+        out[int(i)] = e
+    return out
+
+
+def _apply_edits(z: Tensor, edits: dict[int, Edit], k: int) -> Tensor:
+    """z' = z with latents set (``{i: v}``) or shifted (``{i: ("add", d)}``); ``("nearest", values)``
+    edits are left for :meth:`Probe._delta`, which needs the decoder to choose. ``edits`` as
+    :func:`check_edits` returns them."""
+    z2 = z.clone()
+    for i, e in edits.items():
+        if isinstance(e, tuple):
+            if e[0] == "nearest":
                 continue  # chosen per row by Probe._delta
             z2[:, i] = z2[:, i] + e[1] if e[0] == "add" else torch.full_like(z2[:, i], float(e[1]))
         else:
@@ -189,10 +219,34 @@ class Probe:
                 return self.head.encode(x_norm)[0]
             return self.head.encode(x_norm)
 
+    @property
+    def d_in(self) -> int:
+        """The width of the vectors the probe reads (the head's input; a span's concatenation)."""
+        self._require_head()
+        return int(self.head.config.d_in)
+
+    def _check_vectors(self, activations: Any, what: str) -> None:
+        if not isinstance(activations, Tensor):
+            raise TypeError(f"{what} takes activation vectors as a tensor [N, {self.d_in}], got {type(activations).__name__}")
+        if activations.ndim != 2 or activations.shape[1] != self.d_in:
+            raise ValueError(
+                f"{what}: vectors of shape {tuple(activations.shape)}, but this probe reads [N, {self.d_in}] at "
+                f"{self.hook!r}; pass activations of that hook (of the host the probe was fitted on)"
+            )
+        if not activations.is_floating_point():
+            raise TypeError(f"{what} takes floating-point activations, got {activations.dtype}")
+
     @torch.no_grad()
     def encode(self, activations: Tensor) -> Tensor:
-        """Latent codes ``[N, k]`` of raw activation vectors (posterior means; Q's codes for InfoGAN)."""
-        self._require_head()
+        """Latent codes ``[N, k]`` of raw activation vectors (posterior means; Q's codes for InfoGAN).
+        Rows holding NaN or ±inf are refused (their codes would be NaN), naming the rows."""
+        self._check_vectors(activations, "Probe.encode")
+        bad = (~torch.isfinite(activations).all(1)).nonzero().flatten()
+        if bad.numel():
+            raise ValueError(
+                f"Probe.encode: {bad.numel()} of {len(activations)} rows hold NaN or inf (rows {bad[:10].tolist()}"
+                f"{' …' if bad.numel() > 10 else ''}); drop or fix them first"
+            )
         self.head.eval()
         return self._codes(self._norm(activations.to(self._param_device()).float()))
 
@@ -331,6 +385,13 @@ class Probe:
     def edit_vectors(self, activations: Tensor, edits: Edits) -> Tensor:
         """a' = a + dec(z') − dec(z) for raw activation vectors ``[N, d]`` (dtype preserved)."""
         self._require_head()
+        edits = check_edits(edits, self.latent_dim)
+        if activations.ndim != 2 or activations.shape[1] != self.d_in:
+            raise ValueError(
+                f"the host gives vectors of width {activations.shape[-1]} at {self.hook!r}, but this probe reads "
+                f"width {self.d_in} (shape {tuple(activations.shape)}); steer the host the probe was fitted on, or fit "
+                "a probe on this one"
+            )
         self.head.eval()
         a32 = activations.to(self._param_device()).float()
         delta = self._delta(self._norm(a32), edits)
@@ -345,13 +406,10 @@ class Probe:
         KV-cached steps included) has its activation at the hook edited by ``edits``
         (``{latent: value}`` sets, ``{latent: ("add", delta)}`` shifts). The hook is removed on
         any exit. ``model`` defaults to the host the probe is attached to."""
+        self._require_head()
+        edits = check_edits(edits if edits is not None else {}, self.latent_dim)
         if not edits:
             raise ValueError("steer needs edits, e.g. {3: 2.0} or {3: ('add', 1.5)}")
-        self._require_head()
-        k = self.latent_dim
-        for i in edits:
-            if not 0 <= int(i) < k:
-                raise ValueError(f"latent index {i} out of range: the head has {k} latents (0..{k - 1})")
         adapter = (
             self.adapter
             if model is None or model is self.adapter.model

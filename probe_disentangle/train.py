@@ -69,6 +69,13 @@ class DeferredNonFiniteError(NonFiniteError):
         self.step, self.term, self.checkpoint = first, "input, loss or gradient", checkpoint
 
 
+# TrainConfig fields that change a run's trajectory: a resume that changes one says so (Trainer.fit).
+# The schedule's may change where the learning rate up to the checkpoint stays the same (a run
+# extended with a final decay, warmup–stable–decay).
+RUN_SETTINGS = ("batch_size", "lr", "grad_clip", "amp", "amp_cpu", "seed")
+SCHEDULE_SETTINGS = ("steps", "lr_schedule", "warmup_steps", "decay_steps")
+
+
 @dataclass
 class TrainConfig:
     """Everything the loop needs; saved with each checkpoint."""
@@ -208,10 +215,25 @@ class _TensorBatches:
         self.perm, self.pos = st["perm"], int(st["pos"])
 
 
+def _check_batch(batch: Any, index: int) -> None:
+    """A batch is a tensor, or a tuple/list whose first item is the tensor the model trains on."""
+    first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+    if not isinstance(first, Tensor):
+        raise TypeError(
+            f"batch {index} of the data is a {type(first).__name__}, not a tensor: the trainer takes a tensor "
+            "[N, ...], a tuple of them, or an iterable of tensor batches (for text or token ids, fit a Probe on the "
+            "host instead)"
+        )
+
+
 class _IterableBatches:
     """Any iterable of batches, restarted when exhausted; resume skips the batches already used."""
 
     def __init__(self, data: Iterable) -> None:
+        if isinstance(data, (str, bytes, dict)) or not isinstance(data, Iterable):
+            raise TypeError(
+                f"data must be a tensor [N, ...], a tuple of tensors or an iterable of batches, got a {type(data).__name__}"
+            )
         self.data = data
         self.it: Iterator = iter(data)
         self.consumed = 0
@@ -225,6 +247,7 @@ class _IterableBatches:
                 b = next(self.it)
             except StopIteration:
                 raise ValueError("the data iterable yielded no batches") from None
+        _check_batch(b, self.consumed)
         self.consumed += 1
         return b
 
@@ -348,12 +371,26 @@ class Trainer:
         opt.step()
 
     # -------------------------------------------------------------- fit
-    def fit(self, data, resume: str | os.PathLike | bool | None = None, until: int | None = None) -> TrainResult:
+    def fit(
+        self,
+        data,
+        resume: str | os.PathLike | bool | None = None,
+        until: int | None = None,
+        resume_config: str = "error",
+    ) -> TrainResult:
         """Train until ``config.steps``. ``data``: a tensor ``[N, ...]`` (or a tuple of tensors),
         sampled in shuffled epochs by the trainer's own seeded generator (bit-identical resume), or
         any iterable of batches (cycled; resume skips the batches already used). ``resume``: a
         checkpoint folder, or True for the latest in ``checkpoint_dir``. ``until``: stop this call
-        after that step (for time-limited jobs; a later ``fit(resume=True)`` carries on)."""
+        after that step (for time-limited jobs; a later ``fit(resume=True)`` carries on).
+
+        ``resume_config``: what to do when this trainer's config differs from the checkpoint's in a
+        setting that changes the run (batch size, learning rate and its schedule, seed, clipping,
+        precision): "error" (the default) refuses, naming both values; "override" carries on with
+        this trainer's values and logs a warning. Settings that do not change the run (device,
+        logging, checkpointing) may always differ."""
+        if resume_config not in ("error", "override"):
+            raise ValueError(f"resume_config must be 'error' or 'override', got {resume_config!r}")
         cfg = self.config
         if isinstance(data, Tensor):
             data = (data,)
@@ -369,7 +406,7 @@ class Trainer:
             else:
                 batches = _IterableBatches(data)
             if resume:
-                self._resume(resume, batches)
+                self._resume(resume, batches, resume_config)
             elif self.step == 0:
                 torch.manual_seed(cfg.seed)
         self._batches = (key, batches)
@@ -484,7 +521,32 @@ class Trainer:
         for old in ckpts[: max(0, len(ckpts) - max(1, self.config.keep_checkpoints))]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def _resume(self, resume, batches) -> None:
+    def _check_resumed_config(self, saved: dict[str, Any] | None, step: int, path: Path, policy: str) -> None:
+        if not isinstance(saved, dict):
+            return
+        now = asdict(self.config)
+        diff = {k: (saved[k], now[k]) for k in RUN_SETTINGS + SCHEDULE_SETTINGS if k in saved and saved[k] != now[k]}
+        if diff.keys() & set(SCHEDULE_SETTINGS) and not diff.keys() & set(RUN_SETTINGS):
+            try:
+                old = TrainConfig(**{k: v for k, v in saved.items() if k in now})
+            except (TypeError, ValueError):
+                old = None
+            if old is not None:
+                f_old, f_new = _lr_lambda(old), _lr_lambda(self.config)
+                if all(math.isclose(f_old(s), f_new(s), rel_tol=1e-12, abs_tol=1e-15) for s in range(step + 1)):
+                    return  # the same learning rates up to the checkpoint: the schedule only changes ahead
+        if not diff:
+            return
+        listed = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diff.items())
+        if policy == "error":
+            raise ValueError(
+                f"resuming {path} with a different training config ({listed}): the run would not be the one that was "
+                "checkpointed. Resume with the checkpoint's values, or pass resume_config='override' to carry on "
+                "with the new ones"
+            )
+        log.warning("resuming %s with a different training config (%s): carrying on with the new values", path, listed)
+
+    def _resume(self, resume, batches, resume_config: str = "error") -> None:
         path = Path(self.config.checkpoint_dir or "") if resume is True else Path(resume)
         if resume is True:
             if not self.config.checkpoint_dir:
@@ -502,6 +564,7 @@ class Trainer:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{meta_path} is not valid JSON ({err}); resume from an earlier checkpoint") from err
+        self._check_resumed_config(meta.get("train_config"), int(meta.get("step", 0)), path, resume_config)
         saved = io.read_config(path)
         if saved["architecture"] != getattr(self.model, "architecture", None):
             raise ValueError(

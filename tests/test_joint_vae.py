@@ -113,7 +113,7 @@ def test_head_recovers_a_discrete_factor_and_the_probe_steers_it(decoder, decode
     # ("nearest", values): per input the value that changes the activation least
     assert torch.equal(probe.edit_vectors(xt[:50], {0: ("nearest", [2])}), probe.edit_vectors(xt[:50], {0: 2.0}))
     assert torch.allclose(probe.edit_vectors(xt[:50], {0: ("nearest", [0, 1, 2, 3])}), xt[:50])  # stays put
-    with pytest.raises(ValueError, match="at least one candidate"):
+    with pytest.raises(ValueError, match="non-empty list of candidate"):
         probe.edit_vectors(xt[:5], {0: ("nearest", [])})
 
 

@@ -54,7 +54,13 @@ class HookedTransformerAdapter(Adapter):
         super().__init__(model)
         self.exclude_bos = exclude_bos
         if span is not None:
-            start, stop = (int(v) for v in span)
+            if (
+                not isinstance(span, (tuple, list))
+                or len(span) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+            ):
+                raise ValueError(f"span must be a pair of token positions (start, stop), e.g. (1, 10); got {span!r}")
+            start, stop = span
             if not 0 <= start < stop:
                 raise ValueError(f"span must be (start, stop) with 0 <= start < stop, got {tuple(span)}")
             if exclude_bos and start == 0:
@@ -79,11 +85,38 @@ class HookedTransformerAdapter(Adapter):
     @staticmethod
     def _tokens(batch: Any) -> tuple[Tensor, Tensor | None]:
         if isinstance(batch, dict):
+            if "tokens" not in batch:
+                raise ValueError(f"a dict batch needs a 'tokens' entry (and optionally 'attention_mask'); got {sorted(batch)}")
             return batch["tokens"], batch.get("attention_mask")
         return batch, None
 
+    def check_tokens(self, tokens: Any) -> None:
+        """Token batches are integer tensors ``[batch, positions]`` with ids in the vocabulary."""
+        if not isinstance(tokens, Tensor):
+            raise TypeError(
+                f"token batches must be integer tensors [batch, positions], got {type(tokens).__name__}; "
+                "tokenize text first (model.to_tokens, or probe_disentangle.hosts.encode_lines)"
+            )
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise TypeError(f"token ids must be an integer tensor, got {tokens.dtype}; cast with .long()")
+        if tokens.ndim != 2:
+            raise ValueError(
+                f"token batches must be [batch, positions], got shape {tuple(tokens.shape)}"
+                + ("; add a batch dimension with tokens[None]" if tokens.ndim == 1 else "")
+            )
+        vocab = getattr(getattr(self.model, "cfg", None), "d_vocab", None)
+        if tokens.numel():
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or (isinstance(vocab, int) and vocab > 0 and hi >= vocab):
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"token id {bad} is outside the vocabulary 0..{vocab - 1 if isinstance(vocab, int) else '?'}; "
+                    "tokenize with this model's tokenizer (padding included)"
+                )
+
     def _call(self, batch: Any, **kw) -> Any:
         tokens, mask = self._tokens(batch)
+        self.check_tokens(tokens)
         if mask is not None:
             kw["attention_mask"] = mask
         return self.model(tokens, **kw)
