@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import numbers
+import types
+import typing
 from typing import Any
 
 _REGISTRY: dict[str, tuple[type, type]] = {}
@@ -11,10 +15,71 @@ _REGISTRY: dict[str, tuple[type, type]] = {}
 _PROVIDERS = ("probe_disentangle.heads", "probe_disentangle.image_models")
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Does ``value`` fit the type annotation ``hint`` (the simple types configs use)?"""
+    if hint is Any or hint is object:
+        return True
+    if hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return len(set(args)) != 1 or all(_matches(v, args[0]) for v in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_field_types(config: Any) -> None:
+    """Refuse a config field whose value does not fit its annotation (``latent_dim=8.0``, an
+    architecture name that is a list, ...), naming the field: otherwise the mistake surfaces as a
+    raw error deep inside a layer constructor, or not at all."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints.get(f.name, Any)
+        if not _matches(value, hint):
+            raise TypeError(
+                f"{type(config).__name__}.{f.name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
+            )
+
+
 def register(name: str, config_class: type):
-    """Class decorator: register ``cls`` under ``name`` with its config dataclass."""
+    """Class decorator: register ``cls`` under ``name`` with its config dataclass. Building the
+    config then checks every field against its annotation (:func:`check_field_types`) before the
+    config's own ``__post_init__`` checks."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"config class for {name!r} must be a dataclass")
+    if not getattr(config_class, "_fields_checked", False):
+        own = getattr(config_class, "__post_init__", None)
+
+        @functools.wraps(own or (lambda self: None))
+        def __post_init__(self) -> None:
+            check_field_types(self)
+            if own is not None:
+                own(self)
+
+        if own is None:  # the generated __init__ calls __post_init__ only if it existed then
+            raise TypeError(f"config class for {name!r} needs a __post_init__ (its checks run there)")
+        config_class.__post_init__ = __post_init__
+        config_class._fields_checked = True
 
     def deco(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name][0] is not cls:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from . import io
@@ -140,18 +140,49 @@ class ActivationStore:
     def _cached(self) -> bool:
         return self.cache_dir is not None and (self.cache_dir / CACHE_MANIFEST).is_file()
 
-    def _cache_chunks(self) -> Iterator[Tensor]:
-        manifest = json.loads((self.cache_dir / CACHE_MANIFEST).read_text())
+    def _manifest(self) -> dict[str, Any]:
+        """The cache's manifest, checked: its hook, its width and a list of shards."""
+        path = self.cache_dir / CACHE_MANIFEST
+        fix = f"delete {self.cache_dir} to rebuild the cache"
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"the cache manifest {path} is not valid JSON ({err}); {fix}") from err
+        if (
+            not isinstance(manifest, dict)
+            or not isinstance(manifest.get("shards"), list)
+            or not all(isinstance(sh, dict) and isinstance(sh.get("file"), str) for sh in manifest["shards"])
+            or not isinstance(manifest.get("d"), int)
+        ):
+            raise ValueError(f"the cache manifest {path} lacks its hook, width 'd' or list of shards; {fix}")
         if manifest.get("hook") != self.hook:
             raise ValueError(
                 f"the cache in {self.cache_dir} holds hook {manifest.get('hook')!r}, not {self.hook!r}; use another cache_dir"
             )
+        return manifest
+
+    def _cache_chunks(self) -> Iterator[Tensor]:
+        manifest = self._manifest()
+        fix = f"delete {self.cache_dir} to rebuild the cache"
         for shard in manifest["shards"]:
             path = self.cache_dir / shard["file"]
+            if Path(shard["file"]).name != shard["file"]:
+                raise ValueError(f"the cache manifest names a shard outside its folder ({shard['file']!r}); {fix}")
             if not path.is_file():
-                raise FileNotFoundError(f"cache shard {path} is missing; delete {self.cache_dir} to rebuild the cache")
-            with safe_open(str(path), framework="pt") as f:  # memory-mapped
-                yield f.get_tensor("vectors")
+                raise FileNotFoundError(f"cache shard {path} is missing; {fix}")
+            try:
+                with safe_open(str(path), framework="pt") as f:  # memory-mapped
+                    vectors = f.get_tensor("vectors")
+            except (SafetensorError, OSError, KeyError) as err:
+                raise ValueError(f"cache shard {path} is not a readable safetensors file ({err}); {fix}") from err
+            if vectors.ndim != 2 or vectors.shape[1] != manifest["d"]:
+                raise ValueError(
+                    f"cache shard {path} holds vectors of shape {tuple(vectors.shape)}, but the cache's width is "
+                    f"{manifest['d']}; {fix}"
+                )
+            if "rows" in shard and shard["rows"] != vectors.shape[0]:
+                raise ValueError(f"cache shard {path} holds {vectors.shape[0]} rows, the manifest {shard['rows']}; {fix}")
+            yield vectors
 
     def _pass(self) -> Iterator[Tensor]:
         """One pass over the raw chunks: from the cache if complete, else from the host (writing the

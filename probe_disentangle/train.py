@@ -107,6 +107,9 @@ class TrainConfig:
     check_every: int | None = None
 
     def __post_init__(self) -> None:
+        from .registry import check_field_types
+
+        check_field_types(self)
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be ≥ 0 and batch_size ≥ 1")
         if self.lr_schedule not in ("constant", "cosine", "linear"):
