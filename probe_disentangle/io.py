@@ -134,6 +134,7 @@ def resolve_folder(target: str | os.PathLike) -> Path:
     target = Path(target)
     if target.exists():
         return target
+    target = Path(os.path.abspath(target))
     for suffix in (READY_SUFFIX, OLD_SUFFIX):  # the new version first: it was complete
         for entry, _ in reversed(_scratch_siblings(target, suffix)):
             with contextlib.suppress(OSError):  # another reader may have restored it first
@@ -146,7 +147,7 @@ def resolve_folder(target: str | os.PathLike) -> Path:
 
 def _check_replaceable(target: Path, allowed: Collection[str]) -> None:
     if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise FileExistsError(f"{target} exists and is not a folder; save to a folder path")
+        raise FileExistsError(f"{target} exists and is not a folder (a file or a link); save to a folder path")
     if not target.is_dir():
         return
     foreign = sorted(p.name for p in target.iterdir() if p.name not in allowed and not p.name.endswith(TMP_SUFFIX))
@@ -166,7 +167,7 @@ def atomic_folder(target: str | os.PathLike, allowed: Collection[str] = SAVED_FI
     ``target`` may not exist, be empty, or hold only names in ``allowed`` (a previous save of the
     same kind): a folder holding anything else is refused rather than replaced.
     """
-    target = Path(target)
+    target = Path(os.path.abspath(target))  # "." or "dir/" name the folder itself
     target.parent.mkdir(parents=True, exist_ok=True)
     resolve_folder(target)
     _check_replaceable(target, allowed)
