@@ -291,15 +291,23 @@ def _steps(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("step_"))
 
 
-def _earlier_run(folder):
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory):
     """A folder holding step_00000050 and step_00000100 of an earlier, longer run."""
-    t = Trainer(_head(), _cfg(steps=100, checkpoint_every=50, checkpoint_dir=str(folder)))
-    t.fit(_data())
+    folder = tmp_path_factory.mktemp("earlier")
+    Trainer(_head(), _cfg(steps=100, checkpoint_every=50, checkpoint_dir=str(folder))).fit(_data())
     assert _steps(folder) == ["step_00000050", "step_00000100"]
+    return folder
 
 
-def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path):
-    _earlier_run(tmp_path)
+def _earlier_run(source, folder):
+    import shutil
+
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(earlier_run, tmp_path):
+    _earlier_run(earlier_run, tmp_path)
     t = Trainer(_head(), _cfg(steps=30, checkpoint_every=10, checkpoint_dir=str(tmp_path)))
     with pytest.raises(FileExistsError, match=r"another run.*step_00000100.*resume=True.*overwrite=True"):
         t.fit(_data(), until=20)
@@ -307,9 +315,9 @@ def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(tmp_path)
     assert (tmp_path / "latest").read_text() == "step_00000100"
 
 
-def test_overwrite_replaces_the_earlier_run_and_latest_always_loads(tmp_path):
+def test_overwrite_replaces_the_earlier_run_and_latest_always_loads(earlier_run, tmp_path):
     # the reproduction of issue 25: the new run's checkpoints sort before the old ones by name
-    _earlier_run(tmp_path)
+    _earlier_run(earlier_run, tmp_path)
     t = Trainer(_head(), _cfg(steps=30, checkpoint_every=10, checkpoint_dir=str(tmp_path)))
     res = t.fit(_data(), until=20, overwrite=True)
     assert _steps(tmp_path) == ["step_00000010", "step_00000020"]
