@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,7 +291,7 @@ def _nonfinite_flags(batch) -> list[Tensor]:
 # ------------------------------------------------------------------ checkpoint folders
 
 
-def checkpoint_step(path: str | os.PathLike) -> int | None:
+def _checkpoint_step(path: str | os.PathLike) -> int | None:
     """The step of a ``step_NNNNNNNN`` checkpoint folder's name (None for any other name)."""
     name = Path(path).name
     if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX) :].isdigit():
@@ -299,23 +299,25 @@ def checkpoint_step(path: str | os.PathLike) -> int | None:
     return int(name[len(CHECKPOINT_PREFIX) :])
 
 
-def checkpoints_in(root: str | os.PathLike) -> list[Path]:
+def _checkpoints_in(root: str | os.PathLike) -> list[Path]:
     """The checkpoint folders in ``root``, by step."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    return sorted(found, key=checkpoint_step)
+    found = [p for p in root.iterdir() if p.is_dir() and _checkpoint_step(p) is not None]
+    return sorted(found, key=_checkpoint_step)
 
 
-def prepare_checkpoint_dir(checkpoint_dir: str | os.PathLike | None, overwrite: bool, own=()) -> None:
+def prepare_checkpoint_dir(
+    checkpoint_dir: str | os.PathLike | None, overwrite: bool, own: Collection[str] = ()
+) -> None:
     """Before a run that does not resume writes to ``checkpoint_dir``: refuse a folder holding
     another run's checkpoints (any not named in ``own``), or with ``overwrite`` delete them and
     the ``latest`` pointer. Mixing two runs' checkpoints let pruning delete the new run's work."""
     if not checkpoint_dir:
         return
     root = Path(checkpoint_dir)
-    foreign = [p for p in checkpoints_in(root) if p.name not in own]
+    foreign = [p for p in _checkpoints_in(root) if p.name not in own]
     if not foreign:
         return
     if not overwrite:
@@ -585,7 +587,7 @@ class Trainer:
 
     def _prune(self, root: Path) -> None:
         """Keep this run's newest ``keep_checkpoints`` (by step); never touch another run's."""
-        ckpts = [p for p in checkpoints_in(root) if p.name in self._own]
+        ckpts = [p for p in _checkpoints_in(root) if p.name in self._own]
         for old in ckpts[: max(0, len(ckpts) - max(1, self.config.keep_checkpoints))]:
             if str(old) != self.last_checkpoint:
                 shutil.rmtree(old, ignore_errors=True)
@@ -637,7 +639,7 @@ class Trainer:
         root = Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
         if root is not None and root.resolve() == path.parent.resolve():
             # the run's past in its folder is its own; checkpoints after the resumed step are not
-            self._own = {p.name for p in checkpoints_in(root) if checkpoint_step(p) <= self.step}
+            self._own = {p.name for p in _checkpoints_in(root) if _checkpoint_step(p) <= self.step}
         else:
             self._own = set()
         self.model.to(self.device)
