@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from . import __version__, registry
-from .constants import CONFIG_FILE, OLD_SUFFIX, PARTIAL_SUFFIX, READY_SUFFIX, TMP_SUFFIX, WEIGHTS_FILE
+from .constants import CHECKSUM_FILES, CONFIG_FILE, OLD_SUFFIX, PARTIAL_SUFFIX, READY_SUFFIX, TMP_SUFFIX, WEIGHTS_FILE
 
 SAVED_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE})  # what save() writes: all a folder may hold to be overwritten
 
@@ -99,9 +99,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # the bare error names no file
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on the device to write {path} ({len(data)} bytes); free some space or write elsewhere",
+                str(path),
+            ) from err
         raise
     fsync_dir(path.parent)
 
@@ -296,9 +302,16 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_tensors(path: str | os.PathLike, expected: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, checking size and checksum against ``expected`` when given."""
+def load_tensors(
+    path: str | os.PathLike, expected: dict[str, Any] | None = None, checksum_file: str | os.PathLike | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, checking size and checksum against ``expected`` when given.
+
+    ``checksum_file``: the file that recorded ``expected``, named in the error (None: the one that
+    records it for this file name, ``CHECKSUM_FILES``; ``config.json`` for any other name).
+    """
     path = Path(path)
+    holder = checksum_file if checksum_file is not None else CHECKSUM_FILES.get(path.name, CONFIG_FILE)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; save the model again (the folder is incomplete)")
     if expected is not None:
@@ -309,7 +322,7 @@ def load_tensors(path: str | os.PathLike, expected: dict[str, Any] | None = None
             )
         if "sha256" in expected and sha256_file(path) != expected["sha256"]:
             raise ValueError(
-                f"{path} does not match the checksum in {CONFIG_FILE}: the file was altered — save the model again"
+                f"{path} does not match the checksum in {holder}: the file was altered — save the model again"
             )
     try:
         return load_file(str(path))
@@ -334,8 +347,35 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
     module.load_state_dict(tensors, strict=True)
 
 
+def check_config_fits_weights(
+    cls: type, config: Any, tensors: dict[str, torch.Tensor], weights: str | os.PathLike, config_path: str
+) -> None:
+    """Build ``cls(config)`` on the meta device (no memory) and compare its state-dict shapes with
+    the weights read from ``weights``, so a config that was edited (or belongs to other weights)
+    fails before :func:`load` allocates what it declares: a width of 10¹² would ask for terabytes."""
+    header = {k: tuple(v.shape) for k, v in tensors.items()}
+    try:
+        with torch.device("meta"):
+            own = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    except NotImplementedError:  # a module whose constructor computes on its tensors: no cheap check
+        return
+    missing, unexpected = sorted(set(own) - set(header)), sorted(set(header) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{config_path}: the config does not fit {weights} (missing {missing[:5]}, unexpected {unexpected[:5]}); "
+            "the files come from different models — save again"
+        )
+    for k, shape in header.items():
+        if own[k] != shape:
+            raise ValueError(
+                f"{config_path}: shape mismatch for {k!r}: file has {shape}, the config builds {own[k]}; "
+                "the config was edited or belongs to other weights — save the model again"
+            )
+
+
 def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild exactly what :func:`save` wrote: config → module → weights (no code executed).
+    """Rebuild exactly what :func:`save` wrote: config → weights checked against it → module →
+    weights (no code executed; nothing is allocated before the shapes are known to fit).
     ``device``: as :func:`~probe_disentangle.train.resolve_device` reads it ("cpu", "cuda", "auto")."""
     from .train import resolve_device  # the trainer imports this module
 
@@ -343,8 +383,10 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> to
     meta = read_config(directory)
     cls, config_cls = registry.get(meta["architecture"])
     config = registry.config_from_dict(config_cls, meta["config"])
-    obj = cls(config)
     expected = meta.get("files", {}).get(WEIGHTS_FILE)
-    tensors = load_tensors(Path(directory) / WEIGHTS_FILE, expected)
-    load_state_into(obj, tensors, str(Path(directory) / WEIGHTS_FILE))
+    weights = Path(directory) / WEIGHTS_FILE
+    tensors = load_tensors(weights, expected)
+    check_config_fits_weights(cls, config, tensors, weights, str(Path(directory) / CONFIG_FILE))
+    obj = cls(config)
+    load_state_into(obj, tensors, str(weights))
     return obj.to(device).eval()

@@ -25,10 +25,18 @@ from torch import Tensor, nn
 
 from . import __version__, io, registry
 from .adapters import Adapter, attach
-from .constants import CONFIG_FILE, DIRECTIONS_FILE, HEAD_DIR, PROBE_FILE, PROBE_TENSORS_FILE
+from .constants import (
+    CONFIG_FILE,
+    DIRECTIONS_FILE,
+    HEAD_DIR,
+    PROBE_FILE,
+    PROBE_FIT_FILE,
+    PROBE_FIT_TENSORS_FILE,
+    PROBE_TENSORS_FILE,
+)
 from .heads import InfoGANHead, JointVAEHead, VAEHead
 from .store import ActivationStore, Normalizer
-from .train import TrainConfig, Trainer, TrainResult
+from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir
 
 ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
 REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's reference (traversal and steering ranges)
@@ -40,7 +48,11 @@ Edits = Mapping[int, Edit]
 
 
 def _finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and math.isfinite(v)
+    )
 
 
 def check_edits(edits: Any, k: int) -> dict[int, Edit]:
@@ -57,7 +69,9 @@ def check_edits(edits: Any, k: int) -> dict[int, Edit]:
             raise TypeError(f"edit keys are latent indices (ints), got {i!r} ({type(i).__name__}); e.g. {{3: 2.0}}")
         if not 0 <= int(i) < k:
             raise ValueError(f"latent index {i} out of range: the head has {k} latents (0..{k - 1})")
-        form = f"edit {e!r} for latent {i}: use a finite value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
+        form = (
+            f"edit {e!r} for latent {i}: use a finite value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
+        )
         if isinstance(e, tuple):
             if len(e) != 2 or e[0] not in ("add", "set", "nearest"):
                 raise ValueError(form)
@@ -130,6 +144,9 @@ class Probe:
         init: str | None = None,
         init_vectors: int = 20_000,
         init_steps: int | None = None,
+        resume: str | Path | bool | None = None,
+        overwrite: bool = False,
+        resume_config: str = "error",
     ) -> TrainResult:
         """Stream activations at the hook over ``data`` (host input batches) and train the head.
 
@@ -138,12 +155,27 @@ class Probe:
         subspace, its values the clusters inside it (a categorical latent takes them as its
         categories, a Gaussian one as evenly spaced means), learnt in ``init_steps`` steps (None:
         the head's ``initialize_from_codes`` default). For a joint VAE head start the
-        capacity at its maximum then (``c_steps=1``), or training first blurs the codes."""
+        capacity at its maximum then (``c_steps=1``), or training first blurs the codes.
+
+        With ``train.checkpoint_dir`` set, the normaliser and the reference vectors are saved
+        there (``probe_fit.json`` + ``.safetensors``) before training, beside the trainer's
+        checkpoints. ``resume``: True (the latest checkpoint there) or a checkpoint folder, to carry
+        on a fit that was stopped or killed: the head, the trainer and the store's position in the
+        data come from the checkpoint, the normaliser and reference vectors from that file (the
+        initialisation is not rerun). With the same data and arguments the resumed fit ends
+        bit-identical (CPU) to one never interrupted. A fit that does not resume refuses a
+        ``checkpoint_dir`` holding another run's checkpoints; ``overwrite=True`` deletes them.
+        ``resume_config``: as :meth:`Trainer.fit` (a resume with another training config fails
+        unless "override")."""
         if init not in (None, "isa"):
             raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
         if init_steps is not None and init_steps < 1:
             raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
         train = train or TrainConfig()
+        if resume and not train.checkpoint_dir:
+            raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
+        if not resume:
+            prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
         store = ActivationStore(
             self.adapter,
             self.hook,
@@ -154,11 +186,16 @@ class Probe:
             seed=train.seed,
             cache_dir=cache_dir,
         )
-        if normalize:
-            self.normalizer = store.estimate_normalizer(normalizer_vectors)
-        store.normalizer = self.normalizer
-        # read before training, from the same pass the trainer then carries on: the host runs once
-        reference = store.collect(max_vectors=REFERENCE_VECTORS)
+        if resume:  # the fit's own normaliser and reference vectors, saved where its checkpoints are
+            fit_dir = Path(train.checkpoint_dir) if resume is True else Path(resume).parent
+            reference = self._load_fit_state(fit_dir, normalize)
+            store.normalizer = self.normalizer
+        else:
+            if normalize:
+                self.normalizer = store.estimate_normalizer(normalizer_vectors)
+            store.normalizer = self.normalizer
+            # read before training, from the same pass the trainer then carries on: the host runs once
+            reference = store.collect(max_vectors=REFERENCE_VECTORS)
         if self.head is None:
             d = reference.shape[1]
             cls, cfg_cls = registry.get(self.architecture)
@@ -174,7 +211,7 @@ class Probe:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(train.seed)
                 self.head = cls(cfg_cls(d_in=d, **cfg))
-        if init == "isa":
+        if init == "isa" and not resume:  # a resumed head takes its weights from the checkpoint
             if isinstance(self.head, JointVAEHead) and self.head.config.categorical:
                 sizes = self.head.config.categorical
             elif isinstance(self.head, VAEHead):
@@ -190,9 +227,57 @@ class Probe:
             codes, _ = isa_codes(x, sizes, seed=train.seed)
             steps = {} if init_steps is None else {"steps": init_steps}
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)
-        result = Trainer(self.head, train).fit(store)
+        if train.checkpoint_dir and not resume:
+            self._save_fit_state(Path(train.checkpoint_dir), reference, normalize)
+        result = Trainer(self.head, train).fit(store, resume=resume, resume_config=resume_config)
         self.reference_codes = self._codes(reference.to(self._param_device()))
         return result
+
+    def _save_fit_state(self, directory: Path, reference: Tensor, normalize: bool) -> None:
+        """The normaliser and reference vectors of a fit, beside its checkpoints (tensors first,
+        the JSON that records their checksum last: a JSON file is only there when both are)."""
+        tensors = {"reference": reference}
+        if self.normalizer is not None:
+            tensors["normalizer.mean"], tensors["normalizer.std"] = self.normalizer.mean, self.normalizer.std
+        data = io.tensors_to_bytes(tensors)
+        io.atomic_write_bytes(directory / PROBE_FIT_TENSORS_FILE, data)
+        import hashlib
+
+        meta = {
+            "probe_disentangle_version": __version__,
+            "hook": self.hook,
+            "normalize": normalize,
+            "init_report": self.init_report,
+            "files": {PROBE_FIT_TENSORS_FILE: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
+        }
+        io.atomic_write_json(directory / PROBE_FIT_FILE, meta)
+
+    def _load_fit_state(self, directory: Path, normalize: bool) -> Tensor:
+        """Set the normaliser and init report a resumed fit saved in ``directory``; return its
+        reference vectors."""
+        path = directory / PROBE_FIT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: {directory} holds no Probe.fit state to resume (the fit was not started "
+                "by Probe.fit, or was killed before it began training); fit again without resume"
+            )
+        try:
+            meta = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); fit again without resume") from err
+        if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+            raise ValueError(f"{path} was not written by Probe.fit; fit again without resume")
+        if meta.get("hook") != self.hook or bool(meta.get("normalize")) != bool(normalize):
+            raise ValueError(
+                f"{path}: that fit read hook {meta.get('hook')!r} with normalize={meta.get('normalize')}, this one "
+                f"{self.hook!r} with normalize={normalize}; resume with the same arguments, or fit again"
+            )
+        tensors = io.load_tensors(directory / PROBE_FIT_TENSORS_FILE, meta["files"].get(PROBE_FIT_TENSORS_FILE))
+        self.normalizer = (
+            Normalizer(tensors["normalizer.mean"], tensors["normalizer.std"]) if "normalizer.mean" in tensors else None
+        )
+        self.init_report = meta.get("init_report")
+        return tensors["reference"]
 
     # ---------------------------------------------------------------- latents
     @property
@@ -227,7 +312,9 @@ class Probe:
 
     def _check_vectors(self, activations: Any, what: str) -> None:
         if not isinstance(activations, Tensor):
-            raise TypeError(f"{what} takes activation vectors as a tensor [N, {self.d_in}], got {type(activations).__name__}")
+            raise TypeError(
+                f"{what} takes activation vectors as a tensor [N, {self.d_in}], got {type(activations).__name__}"
+            )
         if activations.ndim != 2 or activations.shape[1] != self.d_in:
             raise ValueError(
                 f"{what}: vectors of shape {tuple(activations.shape)}, but this probe reads [N, {self.d_in}] at "

@@ -130,6 +130,11 @@ class ActivationStore:
         self.stats = RunningStats()
         self.vectors_seen = 0
         self._open: _OpenPass | None = None
+        # the position in the data: the state at the start of the current pass, the batches it
+        # has served, and a position to start the next pass from (load_stream_state)
+        self._pass_start: dict[str, Any] | None = None
+        self._served = 0
+        self._seek: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- raw chunks
     def _host_chunks(self) -> Iterator[Tensor]:
@@ -259,9 +264,53 @@ class ActivationStore:
         x = torch.cat(out)
         return self.normalizer(x) if self.normalizer is not None else x
 
+    # ---------------------------------------------------------------- the position in the data
+    def _snapshot(self) -> dict[str, Any]:
+        st = self.stats
+        return {
+            "generator": self.generator.get_state(),
+            "vectors_seen": self.vectors_seen,
+            "stats": {"n": st.n, "mean": st.mean, "m2": st.m2},
+        }
+
+    def stream_state(self) -> dict[str, Any]:
+        """Where the iteration stands: the shuffle generator, the statistics and the vector count
+        at the start of the current pass, and how many batches that pass has served. Small (the
+        buffer itself is not saved): :meth:`load_stream_state` recomputes the pass up to there."""
+        start = self._pass_start if self._pass_start is not None else self._snapshot()
+        return {**start, "served": self._served}
+
+    def load_stream_state(self, state: dict[str, Any]) -> None:
+        """Make the next pass (``iter(store)``) carry on from a :meth:`stream_state`: it restarts the
+        saved pass from its recorded start and skips the batches already served, so it yields
+        exactly what the interrupted pass would have yielded next. Earlier passes are not rerun;
+        the host reruns over the current pass's data up to the position."""
+        if not {"generator", "vectors_seen", "stats", "served"} <= set(state):
+            raise ValueError(
+                f"not an ActivationStore stream state (keys {sorted(state)}); pass what stream_state() returned"
+            )
+        self._seek = dict(state)
+
     # ---------------------------------------------------------------- the shuffle buffer
     def __iter__(self) -> Iterator[Tensor]:
         """One pass over the data as shuffled batches (the last partial batch is dropped)."""
+        seek, self._seek = self._seek, None
+        skip = 0
+        if seek is not None:
+            self.generator.set_state(seek["generator"])
+            self.vectors_seen = int(seek["vectors_seen"])
+            st = seek["stats"]
+            self.stats = RunningStats()
+            self.stats.n = int(st["n"])
+            self.stats.mean, self.stats.m2 = (None if t is None else t.to(self.device) for t in (st["mean"], st["m2"]))
+            skip = int(seek["served"])
+        self._pass_start, self._served = self._snapshot(), 0
+        for batch in self._shuffled():
+            self._served += 1
+            if self._served > skip:
+                yield batch
+
+    def _shuffled(self) -> Iterator[Tensor]:
         buf = torch.empty(0, device=self.device, dtype=self.dtype)
         pending: list[Tensor] = []  # chunks not yet in buf: one concatenation per refill, not per chunk
         n_pending = 0

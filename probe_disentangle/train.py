@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,10 +254,26 @@ class _IterableBatches:
         self.consumed += 1
         return b
 
+    def _stateful(self) -> bool:
+        """An iterable with ``stream_state()`` / ``load_stream_state(state)`` (the activation store)
+        is asked for its position at each checkpoint and put back there on resume, so it skips what
+        was used without replaying every earlier pass; any other iterable is replayed batch by batch."""
+        return callable(getattr(self.data, "stream_state", None)) and callable(
+            getattr(self.data, "load_stream_state", None)
+        )
+
     def state(self) -> dict[str, Any]:
-        return {"consumed": self.consumed}
+        st: dict[str, Any] = {"consumed": self.consumed}
+        if self._stateful():
+            st["stream"] = self.data.stream_state()
+        return st
 
     def load(self, st: dict[str, Any]) -> None:
+        if st.get("stream") is not None and self._stateful():
+            self.data.load_stream_state(st["stream"])
+            self.it = iter(self.data)  # a fresh pass, begun where the saved one stood
+            self.consumed = int(st["consumed"])
+            return
         for _ in range(int(st["consumed"])):
             self.next()
 
@@ -298,6 +314,71 @@ def _nonfinite_flags(batch) -> list[Tensor]:
     return []
 
 
+# ------------------------------------------------------------------ checkpoint folders
+
+
+def _checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step of a ``step_NNNNNNNN`` checkpoint folder's name (None for any other name)."""
+    name = Path(path).name
+    if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX) :].isdigit():
+        return None
+    return int(name[len(CHECKPOINT_PREFIX) :])
+
+
+def _checkpoints_in(root: str | os.PathLike) -> list[Path]:
+    """The checkpoint folders in ``root``, by step."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _checkpoint_step(p) is not None]
+    return sorted(found, key=_checkpoint_step)
+
+
+def prepare_checkpoint_dir(
+    checkpoint_dir: str | os.PathLike | None, overwrite: bool, own: Collection[str] = ()
+) -> None:
+    """Before a run that does not resume writes to ``checkpoint_dir``: refuse a folder holding
+    another run's checkpoints (any not named in ``own``), or with ``overwrite`` delete them and
+    the ``latest`` pointer. Mixing two runs' checkpoints let pruning delete the new run's work."""
+    if not checkpoint_dir:
+        return
+    root = Path(checkpoint_dir)
+    foreign = [p for p in _checkpoints_in(root) if p.name not in own]
+    if not foreign:
+        return
+    if not overwrite:
+        latest = root / LATEST_FILE
+        pointer = f", {LATEST_FILE} → {latest.read_text().strip()}" if latest.is_file() else ""
+        raise FileExistsError(
+            f"{root} holds checkpoints of another run ({', '.join(p.name for p in foreign[-3:])}{pointer}); "
+            "pass resume=True to continue that run, overwrite=True to delete its checkpoints and start anew, "
+            "or choose another checkpoint_dir"
+        )
+    for p in foreign:
+        shutil.rmtree(p)
+    with contextlib.suppress(FileNotFoundError):
+        (root / LATEST_FILE).unlink()
+    io.fsync_dir(root)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_dead_temp_folders(root: Path) -> None:
+    """Delete ``.tmp-step_*-PID`` folders whose writer is gone (a killed run's half checkpoint)."""
+    for p in root.glob(f".tmp-{CHECKPOINT_PREFIX}*-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ trainer
 
 
@@ -319,6 +400,9 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.last_checkpoint: str | None = None
+        # names of the checkpoint folders of this run (written by it, or its past when resumed):
+        # the only ones pruning may delete
+        self._own: set[str] = set()
         self._batches: tuple[Any, _TensorBatches | _IterableBatches] | None = None
         self._rng: tuple[Tensor, list[Tensor] | None] | None = None
         ce = self.config.check_every
@@ -380,12 +464,17 @@ class Trainer:
         resume: str | os.PathLike | bool | None = None,
         until: int | None = None,
         resume_config: str = "error",
+        overwrite: bool = False,
     ) -> TrainResult:
         """Train until ``config.steps``. ``data``: a tensor ``[N, ...]`` (or a tuple of tensors),
         sampled in shuffled epochs by the trainer's own seeded generator (bit-identical resume), or
         any iterable of batches (cycled; resume skips the batches already used). ``resume``: a
         checkpoint folder, or True for the latest in ``checkpoint_dir``. ``until``: stop this call
         after that step (for time-limited jobs; a later ``fit(resume=True)`` carries on).
+
+        A run that does not resume refuses a ``checkpoint_dir`` holding another run's checkpoints;
+        ``overwrite=True`` deletes them first. Pruning (``keep_checkpoints``) only ever deletes
+        this run's own checkpoints, so ``latest`` always names one that exists.
 
         ``resume_config``: what to do when this trainer's config differs from the checkpoint's in a
         setting that changes the run (batch size, learning rate and its schedule, seed, clipping,
@@ -395,6 +484,8 @@ class Trainer:
         if resume_config not in ("error", "override"):
             raise ValueError(f"resume_config must be 'error' or 'override', got {resume_config!r}")
         cfg = self.config
+        if not resume:
+            prepare_checkpoint_dir(cfg.checkpoint_dir, overwrite, own=self._own)
         if isinstance(data, Tensor):
             data = (data,)
         key = tuple(id(t) for t in data) if isinstance(data, tuple) else id(data)
@@ -483,14 +574,32 @@ class Trainer:
         return str(Path(self.config.checkpoint_dir) / f"{CHECKPOINT_PREFIX}{step:08d}")
 
     def save_checkpoint(self, batches=None) -> str:
-        """Write model + optimisers + schedulers + RNG + data position atomically; return the folder."""
+        """Write model + optimisers + schedulers + RNG + data position atomically; return the folder.
+        On any failure the half-written temp folder is removed and the previous checkpoints stay."""
         root = Path(self.config.checkpoint_dir)
         root.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temp_folders(root)
         final = Path(self._ckpt_path(self.step))
         tmp = root / f".tmp-{final.name}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        try:
+            self._write_checkpoint(tmp, batches)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        io.fsync_dir(root)
+        self._own.add(final.name)
+        io.atomic_write_bytes(root / LATEST_FILE, final.name.encode())
+        self.last_checkpoint = str(final)
+        self._prune(root)
+        return str(final)
+
+    def _write_checkpoint(self, tmp: Path, batches) -> None:
         io.save(self.model, tmp)
         tensors: dict[str, Tensor] = {}
         state = {
@@ -510,19 +619,14 @@ class Trainer:
 
         state["state_sha256"] = hashlib.sha256(blob).hexdigest()
         io.atomic_write_json(tmp / CHECKPOINT_META_FILE, state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        io.fsync_dir(root)
-        io.atomic_write_bytes(root / LATEST_FILE, final.name.encode())
-        self.last_checkpoint = str(final)
-        self._prune(root)
-        return str(final)
 
     def _prune(self, root: Path) -> None:
-        ckpts = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
+        """Keep this run's newest ``keep_checkpoints`` (by step); never touch another run's."""
+        ckpts = [p for p in _checkpoints_in(root) if p.name in self._own]
         for old in ckpts[: max(0, len(ckpts) - max(1, self.config.keep_checkpoints))]:
-            shutil.rmtree(old, ignore_errors=True)
+            if str(old) != self.last_checkpoint:
+                shutil.rmtree(old, ignore_errors=True)
+                self._own.discard(old.name)
 
     def _check_resumed_config(self, saved: dict[str, Any] | None, step: int, path: Path, policy: str) -> None:
         if not isinstance(saved, dict):
@@ -593,6 +697,12 @@ class Trainer:
             batches.load(_decode(meta["data"], tensors))
         self.step = int(meta["step"])
         self.last_checkpoint = str(path)
+        root = Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
+        if root is not None and root.resolve() == path.parent.resolve():
+            # the run's past in its folder is its own; checkpoints after the resumed step are not
+            self._own = {p.name for p in _checkpoints_in(root) if _checkpoint_step(p) <= self.step}
+        else:
+            self._own = set()
         self.model.to(self.device)
         for o in self.optimizers.values():  # optimiser state onto the model's device
             for st in o.state.values():

@@ -146,3 +146,66 @@ def test_load_never_unpickles(tmp_path):
     (tmp_path / "m" / WEIGHTS_FILE).write_bytes(pickled)
     with pytest.raises(ValueError, match="not a readable safetensors"):
         io.load(tmp_path / "m")
+
+
+def test_a_config_declaring_a_huge_width_fails_at_once_and_builds_nothing(tmp_path, monkeypatch):
+    # an edited config.json must not make load() allocate what it declares before the weights
+    # are checked (d_in = 10¹² would ask for 32 TB)
+    io.save(_build("vae_head"), tmp_path / "m")
+    cfg = tmp_path / "m" / CONFIG_FILE
+    meta = json.loads(cfg.read_text())
+    cls, _ = registry.get("vae_head")
+    built = []  # the device of each module load() builds
+    orig_init = cls.__init__
+
+    def spy(self, *a, **k):
+        orig_init(self, *a, **k)
+        built.append(next(self.parameters()).device.type)
+
+    monkeypatch.setattr(cls, "__init__", spy)
+    for width in (3_000_000, 10**12):
+        meta["config"]["d_in"] = width
+        cfg.write_text(json.dumps(meta))
+        built.clear()
+        with pytest.raises(
+            ValueError, match=rf"config\.json: shape mismatch for 'decoder\.4\.bias': file has \(6,\).*\({width},\)"
+        ):
+            io.load(tmp_path / "m")
+        assert all(d == "meta" for d in built), built  # nothing was allocated for real
+    meta["config"]["d_in"] = 6
+    cfg.write_text(json.dumps(meta))
+    assert io.load(tmp_path / "m").config.d_in == 6
+
+
+def test_checksum_errors_name_the_file_that_holds_the_checksum(tmp_path):
+    from probe_disentangle.constants import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE, PROBE_FILE, PROBE_TENSORS_FILE
+
+    blob = io.tensors_to_bytes({"x": torch.ones(3)})
+    wrong = {"sha256": "0" * 64}
+    for name, holder in (
+        (WEIGHTS_FILE, CONFIG_FILE),
+        (PROBE_TENSORS_FILE, PROBE_FILE),
+        (CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE),
+    ):
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(ValueError, match="checksum") as err:
+            io.load_tensors(tmp_path / name, wrong)
+        others = {CONFIG_FILE, PROBE_FILE, CHECKPOINT_META_FILE} - {holder}
+        assert holder in str(err.value) and not any(o in str(err.value) for o in others), str(err.value)
+    with pytest.raises(ValueError, match="custom.json"):
+        io.load_tensors(tmp_path / WEIGHTS_FILE, wrong, checksum_file="custom.json")
+
+
+def test_no_space_left_names_the_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    target = tmp_path / "w.bin"
+    with pytest.raises(OSError, match="No space left") as err:
+        io.atomic_write_bytes(target, b"x" * 100)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert str(target) in str(err.value)
+    assert list(tmp_path.iterdir()) == []

@@ -172,3 +172,15 @@ def test_fit_starts_the_head_from_the_train_seed_not_the_global_generator(tiny_b
     a, b, c = head_after_fit(1, 5), head_after_fit(2, 5), head_after_fit(1, 6)
     assert all(torch.equal(a[k], b[k]) for k in a)  # same TrainConfig.seed: the same probe
     assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed: another start (restarts differ)
+
+
+def test_a_tampered_probe_file_names_probe_json(probe, tiny_bridge, tmp_path):
+    # the checksum of probe.safetensors lives in probe.json: the error names that file
+    probe.save_pretrained(tmp_path / "p")
+    tensors = tmp_path / "p" / "probe.safetensors"
+    blob = bytearray(tensors.read_bytes())
+    blob[-3] ^= 0xFF
+    tensors.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"probe\.safetensors.*checksum in probe\.json") as err:
+        Probe.from_pretrained(tmp_path / "p", tiny_bridge)
+    assert "config.json" not in str(err.value)

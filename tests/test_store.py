@@ -132,3 +132,33 @@ def test_a_later_pass_starts_the_data_again():
     list(one_shot)
     with pytest.raises(ValueError, match="no activation vectors"):
         one_shot.collect(max_vectors=10)
+
+
+def test_stream_state_resumes_mid_pass_without_rerunning_earlier_passes():
+    class Counting(Ident):
+        calls = 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return super().forward(x)
+
+    def store():
+        return ActivationStore(attach(Counting()), "layer", _data(4), batch_size=20, buffer_size=60, device="cpu")
+
+    a = store()
+    passes = [list(a), list(a)]  # two passes: the generator carries on between them
+    second = iter(a)
+    head = [next(second) for _ in range(3)]
+    state = a.stream_state()
+    rest = list(second)
+    assert len(passes[0]) == len(passes[1]) == len(head) + len(rest) and not torch.equal(passes[0][0], passes[1][0])
+    Counting.calls = 0
+    b = store()
+    b.load_stream_state(state)
+    resumed = list(b)  # the third pass from its 4th batch on: only that pass runs the host
+    assert Counting.calls == 4
+    assert len(resumed) == len(rest) and all(torch.equal(x, y) for x, y in zip(resumed, rest, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(list(b), list(a), strict=True))  # later passes agree too
+    assert b.vectors_seen == a.vectors_seen
+    with pytest.raises(ValueError, match="stream_state"):
+        b.load_stream_state({"served": 1})

@@ -282,3 +282,91 @@ def test_resolve_device_auto_cpu_and_clear_errors(monkeypatch):
         Trainer(_head(), _cfg(steps=1, device="cuda"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
+
+
+# ------------------------------------------------------------------ checkpoints a run can trust
+
+
+def _steps(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("step_"))
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory):
+    """A folder holding step_00000050 and step_00000100 of an earlier, longer run."""
+    folder = tmp_path_factory.mktemp("earlier")
+    Trainer(_head(), _cfg(steps=100, checkpoint_every=50, checkpoint_dir=str(folder))).fit(_data())
+    assert _steps(folder) == ["step_00000050", "step_00000100"]
+    return folder
+
+
+def _earlier_run(source, folder):
+    import shutil
+
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_runs_checkpoints(earlier_run, tmp_path):
+    _earlier_run(earlier_run, tmp_path)
+    t = Trainer(_head(), _cfg(steps=30, checkpoint_every=10, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(FileExistsError, match=r"another run.*step_00000100.*resume=True.*overwrite=True"):
+        t.fit(_data(), until=20)
+    assert _steps(tmp_path) == ["step_00000050", "step_00000100"]  # nothing touched
+    assert (tmp_path / "latest").read_text() == "step_00000100"
+
+
+def test_overwrite_replaces_the_earlier_run_and_latest_always_loads(earlier_run, tmp_path):
+    # the reproduction of issue 25: the new run's checkpoints sort before the old ones by name
+    _earlier_run(earlier_run, tmp_path)
+    t = Trainer(_head(), _cfg(steps=30, checkpoint_every=10, checkpoint_dir=str(tmp_path)))
+    res = t.fit(_data(), until=20, overwrite=True)
+    assert _steps(tmp_path) == ["step_00000010", "step_00000020"]
+    latest = tmp_path / (tmp_path / "latest").read_text()
+    assert latest.name == "step_00000020" and res.checkpoint == str(latest)
+    assert _same(io.load(latest), t.model)
+    again = Trainer(_head(), _cfg(steps=30, checkpoint_every=10, checkpoint_dir=str(tmp_path)))
+    assert again.fit(_data(), resume=True).step == 30
+    assert _steps(tmp_path) == ["step_00000020", "step_00000030"]
+
+
+def test_resuming_from_an_earlier_checkpoint_never_prunes_what_it_writes(tmp_path):
+    # keep_checkpoints=1, resumed from step 10 while step 20 of the same run is on disk: pruning
+    # by name kept step 20 and deleted each new checkpoint as soon as it was written
+    Trainer(_head(), _cfg(steps=20, checkpoint_every=10, keep_checkpoints=2, checkpoint_dir=str(tmp_path))).fit(_data())
+    cfg = _cfg(steps=20, checkpoint_every=5, keep_checkpoints=1, checkpoint_dir=str(tmp_path))
+    t = Trainer(_head(), cfg)
+    res = t.fit(_data(), resume=str(tmp_path / "step_00000010"), until=15)
+    latest = tmp_path / (tmp_path / "latest").read_text()
+    assert latest.name == "step_00000015" and res.checkpoint == str(latest)
+    assert _same(io.load(latest), t.model)
+    assert _steps(tmp_path) == ["step_00000015", "step_00000020"]  # its own step 10 pruned, step 20 not its own
+    assert Trainer(_head(), cfg).fit(_data(), resume=True).step == 20
+
+
+def test_a_failed_checkpoint_write_leaves_no_temp_folder(tmp_path, monkeypatch):
+    import errno
+
+    t = Trainer(_head(), _cfg(steps=4, checkpoint_every=2, checkpoint_dir=str(tmp_path)))
+    t.fit(_data(), until=2)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left") as err:
+        t.fit(_data())
+    assert err.value.errno == errno.ENOSPC and str(tmp_path) in str(err.value)  # the error names the file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000002"]  # no .tmp-* left
+    monkeypatch.undo()
+    assert Trainer(_head(), _cfg(steps=4, checkpoint_dir=str(tmp_path))).fit(_data(), resume=True).step == 4
+
+
+def test_a_tampered_train_state_names_train_state_json(tmp_path):
+    Trainer(_head(), _cfg(steps=2, checkpoint_dir=str(tmp_path))).fit(_data())
+    state = tmp_path / "step_00000002" / "train_state.safetensors"
+    blob = bytearray(state.read_bytes())
+    blob[-3] ^= 0xFF
+    state.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"checksum in .*train_state\.json") as err:
+        Trainer(_head(), _cfg(steps=4, checkpoint_dir=str(tmp_path))).fit(_data(), resume=True)
+    assert "config.json" not in str(err.value)

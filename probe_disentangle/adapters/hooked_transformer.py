@@ -20,10 +20,44 @@ def is_transformer_lens(model: Any) -> bool:
     return hasattr(model, "hook_dict") and callable(getattr(model, "hooks", None))
 
 
+# keyword arguments that make Hugging Face loading run code from the model's folder or hub repo
+# (trust_remote_code true) or unpickle its weights (weights_only false): refused unless opted in
+_UNSAFE_LOADING = {"trust_remote_code": lambda v: bool(v), "weights_only": lambda v: v is not None and not v}
+
+
+def _unsafe_options(kw: Any, where: str = "") -> list[str]:
+    """``name=value`` of every unsafe loading option in ``kw``, nested mappings included."""
+    found = []
+    for k, v in kw.items():
+        if k in _UNSAFE_LOADING and _UNSAFE_LOADING[k](v):
+            found.append(f"{where}{k}={v!r}")
+        elif isinstance(v, dict):
+            found += _unsafe_options(v, f"{where}{k}.")
+    return found
+
+
 def load_transformer(
-    name_or_path: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **kw
+    name_or_path: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    allow_code_execution: bool = False,
+    **kw,
 ) -> nn.Module:
-    """A TransformerLens bridge around a Hugging Face model (hub name or local folder)."""
+    """A TransformerLens bridge around a Hugging Face model (hub name or local folder); ``kw`` go
+    to ``TransformerBridge.boot_transformers``.
+
+    ``trust_remote_code=True`` (runs Python files shipped with the model) and
+    ``weights_only=False`` (unpickles its weights, which can run any code), also inside a nested
+    option such as ``hf_config_overrides``, are refused unless ``allow_code_execution=True``:
+    pass that only for a model whose files you trust as you would trust a program.
+    """
+    unsafe = _unsafe_options(kw)
+    if unsafe and not allow_code_execution:
+        raise ValueError(
+            f"load_transformer({name_or_path!r}, {', '.join(unsafe)}) would let the model's files run code on this "
+            "machine; drop the option, or pass allow_code_execution=True if you trust the model as a program"
+        )
     try:
         from transformer_lens import TransformerBridge
     except ImportError as err:
