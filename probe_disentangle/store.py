@@ -186,7 +186,9 @@ class ActivationStore:
                     f"{manifest['d']}; {fix}"
                 )
             if "rows" in shard and shard["rows"] != vectors.shape[0]:
-                raise ValueError(f"cache shard {path} holds {vectors.shape[0]} rows, the manifest {shard['rows']}; {fix}")
+                raise ValueError(
+                    f"cache shard {path} holds {vectors.shape[0]} rows, the manifest {shard['rows']}; {fix}"
+                )
             yield vectors
 
     def _pass(self) -> Iterator[Tensor]:

@@ -600,7 +600,7 @@ class Trainer:
         return str(final)
 
     def _write_checkpoint(self, tmp: Path, batches) -> None:
-        io.save(self.model, tmp)
+        io.write_saved(self.model, tmp)  # into the fresh temp folder, renamed whole below
         tensors: dict[str, Tensor] = {}
         state = {
             "step": self.step,

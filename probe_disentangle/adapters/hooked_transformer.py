@@ -120,7 +120,9 @@ class HookedTransformerAdapter(Adapter):
     def _tokens(batch: Any) -> tuple[Tensor, Tensor | None]:
         if isinstance(batch, dict):
             if "tokens" not in batch:
-                raise ValueError(f"a dict batch needs a 'tokens' entry (and optionally 'attention_mask'); got {sorted(batch)}")
+                raise ValueError(
+                    f"a dict batch needs a 'tokens' entry (and optionally 'attention_mask'); got {sorted(batch)}"
+                )
             return batch["tokens"], batch.get("attention_mask")
         return batch, None
 
