@@ -32,18 +32,26 @@ REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's referenc
 
 log = logging.getLogger(__name__)
 
-Edit = float | tuple[str, float]
+Edit = float | tuple[str, float] | Tensor
 Edits = Mapping[int, Edit]
 
 
 def _apply_edits(z: Tensor, edits: Edits, k: int) -> Tensor:
-    """z' = z with latents set (``{i: v}``) or shifted (``{i: ("add", d)}``); ``("nearest", values)``
-    edits are left for :meth:`Probe._delta`, which needs the decoder to choose."""
+    """z' = z with latents set (``{i: v}``; a tensor ``[N]`` sets one value per row, e.g. the codes
+    of paired source inputs in an interchange intervention) or shifted (``{i: ("add", d)}``);
+    ``("nearest", values)`` edits are left for :meth:`Probe._delta`, which needs the decoder to choose."""
     z2 = z.clone()
     for i, e in edits.items():
         if not 0 <= int(i) < k:
             raise ValueError(f"latent index {i} out of range: the head has {k} latents (0..{k - 1})")
-        if isinstance(e, tuple):
+        if isinstance(e, Tensor):
+            if e.shape != (z.shape[0],):
+                raise ValueError(
+                    f"per-row edit for latent {i} has shape {tuple(e.shape)}; it needs one value per vector, "
+                    f"[{z.shape[0]}]"
+                )
+            z2[:, i] = e.to(z2)
+        elif isinstance(e, tuple):
             if len(e) != 2 or e[0] not in ("add", "set", "nearest"):
                 raise ValueError(
                     f"edit {e!r} for latent {i}: use a value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
