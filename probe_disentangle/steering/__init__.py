@@ -28,8 +28,10 @@ from .evaluate import (
     sequence_vectors,
 )
 from .interchange import (
+    BaseRound,
     FeatureInterchanger,
     Interchanger,
+    base_generations,
     diff_means_interchanger,
     evaluate_interchange,
     interchange_scores,
@@ -41,11 +43,13 @@ from .interchange import (
 )
 
 __all__ = [
+    "BaseRound",
     "CodeSteerer",
     "FeatureInterchanger",
     "Interchanger",
     "Steerer",
     "align",
+    "base_generations",
     "class_mean_differences",
     "class_targets",
     "diff_means_interchanger",

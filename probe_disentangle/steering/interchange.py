@@ -270,7 +270,9 @@ def interchange_scores(
 
 
 @dataclass
-class _Round:
+class BaseRound:
+    """One batch of seeded base generations (see :func:`base_generations`)."""
+
     seed: int
     tokens: np.ndarray  # (m, T) base generations
     keep: np.ndarray  # indices of the parsed bases this round contributes
@@ -278,8 +280,12 @@ class _Round:
     parsed: int  # how many of the m bases parse
 
 
-def _base_rounds(model, world, n: int, seed: int, batch: int) -> list[_Round]:
-    """Seeded base generations in rounds of ≤ ``batch`` rows until ``n`` of them parse."""
+def base_generations(model, world, n: int = DEFAULT_PAIRS, seed: int = 1234, batch: int = 256) -> list[BaseRound]:
+    """The host's seeded base generations, in rounds of ≤ ``batch`` rows (one generation batch
+    each) until ``n`` of them parse; the first ``n`` that parse are the bases. Compute them once
+    and pass them to :func:`evaluate_interchange` to score several methods on the same bases."""
+    if n < 1:
+        raise ValueError(f"n must be ≥ 1 pairs per factor, got {n}")
     tok, names = world.tokenizer, world.factor_names
     rounds, have, total = [], 0, 0
     while have < n:
@@ -288,13 +294,13 @@ def _base_rounds(model, world, n: int, seed: int, batch: int) -> list[_Round]:
                 f"only {have} of {total} base generations parse; the host must write the world's language "
                 f"(check the host, or lower n from {n})"
             )
-        m = min(batch, n - have + max(8, (n - have) // 10))  # a margin for the few that do not parse
+        m = min(batch, n - have + max(2, (n - have) // 50))  # a margin for the few that do not parse
         s = seed + 7919 * len(rounds)
         toks = sample_tokens(model, m, tok.bos_id, tok.eos_id, tok.pad_id, world.max_length, s, batch=m)
         parsed = parse_all(world, toks)
         fac = np.array([[p[nm] for nm in names] if p is not None else [-1] * len(names) for p in parsed])
         keep = np.array([r for r, p in enumerate(parsed) if p is not None][: n - have], dtype=int)
-        rounds.append(_Round(s, toks, keep, fac.reshape(m, len(names)), int((fac[:, 0] >= 0).sum())))
+        rounds.append(BaseRound(s, toks, keep, fac.reshape(m, len(names)), int((fac[:, 0] >= 0).sum())))
         have, total = have + len(keep), total + m
     return rounds
 
@@ -307,18 +313,23 @@ def evaluate_interchange(
     n: int = DEFAULT_PAIRS,
     seed: int = 1234,
     batch: int = 256,
+    bases: Sequence[BaseRound] | None = None,
 ) -> dict[str, Any]:
     """Cause, Isolate, Disentangle and parse rate per factor (``n`` base/source pairs each) and
     their means over the factors: ``{"per_factor": {name: {...}}, "mean": {...}, "pairs": n,
-    "base_parse_rate": ...}``. The same bases serve every factor and every method for a given
-    ``seed``; ``batch`` bounds the rows generated at once (one interchange context per batch)."""
+    "base_parse_rate": ...}``. The same bases serve every factor and, for a given ``seed``, every
+    method (``bases``: from :func:`base_generations`, instead of ``n``, ``seed`` and ``batch``);
+    ``batch`` bounds the rows generated at once (one interchange context per batch)."""
     names = world.factor_names
     factors = list(range(len(names))) if factors is None else [int(f) for f in factors]
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1 pairs per factor, got {n}")
     if not factors or any(not 0 <= f < len(names) for f in factors):
         raise ValueError(f"factors must be indices into the world's factors 0..{len(names) - 1}, got {factors}")
-    rounds = _base_rounds(model, world, n, seed, batch)
+    if bases is None:
+        rounds = base_generations(model, world, n, seed, batch)
+    else:
+        rounds, n = list(bases), sum(len(r.keep) for r in bases)
+        if not n:
+            raise ValueError("bases holds no parsed base generation; make them with base_generations(model, world, n)")
     tok = world.tokenizer
     per_factor: dict[str, dict[str, float]] = {}
     for f in factors:

@@ -69,6 +69,11 @@ def test_no_intervention_scores_cause_zero_and_isolate_one(lm):
         # the same sampling seed reproduces every base, and every source differs from it in the factor
         assert r["cause"] == 0.0 and r["isolate"] == 1.0 and r["disentangle"] == 0.5 and r["parse_rate"] == 1.0
     assert res["mean"]["disentangle"] == 0.5
+    # bases made once and passed in score exactly as bases made inside
+    bases = S.base_generations(model, world, 30, seed=2)
+    assert sum(len(r.keep) for r in bases) == 30 and all(r.seed >= 2 for r in bases)
+    again = S.evaluate_interchange(model, world, lambda f, src: contextlib.nullcontext(), factors=[1, 6], bases=bases)
+    assert again == res
 
 
 def test_interchange_leaves_the_host_as_it_was(lm):
@@ -205,6 +210,10 @@ def test_bad_arguments_say_what_to_do(lm):
     inter = plan_oracle(model, world)
     with pytest.raises(ValueError, match="n must be ≥ 1"):
         S.evaluate_interchange(model, world, inter, n=0)
+    with pytest.raises(ValueError, match="n must be ≥ 1"):
+        S.base_generations(model, world, 0)
+    with pytest.raises(ValueError, match="no parsed base generation"):
+        S.evaluate_interchange(model, world, inter, bases=[])
     with pytest.raises(ValueError, match="factors must be indices"):
         S.evaluate_interchange(model, world, inter, factors=[8], n=4)
     toks = world.render(world.sample_factors(2, np.random.default_rng(0)))
