@@ -256,3 +256,22 @@ def test_difference_of_means_interchanges_the_plan(lm):
     res = S.evaluate_interchange(model, world, inter, n=100, seed=1)
     for name, r in res["per_factor"].items():
         assert r["cause"] >= 0.95 and r["isolate"] >= 0.95 and r["parse_rate"] >= 0.95, (name, r)
+
+
+def test_a_per_token_interchange_edits_every_position_of_each_row_with_its_source(lm):
+    model, world = lm
+    hook = "blocks.1.hook_resid_post"
+    adapter = attach(model)  # one vector per token
+    rng = np.random.default_rng(3)
+    base = torch.as_tensor(world.render(world.sample_factors(3, rng)))
+    src = torch.as_tensor(world.render(world.sample_factors(3, rng)))
+    basis = torch.eye(model.cfg.d_model)[:3]
+    inter = S.subspace_interchanger(adapter, hook, [basis], read=S.vector_reader(adapter, hook, position=9))
+    before = S.sequence_activations(adapter, hook, base)
+    s = S.sequence_activations(adapter, hook, src)[:, 9]  # (3, d): each source at the plan's colon
+    with inter(0, src):
+        after = S.sequence_activations(adapter, hook, base)
+    torch.testing.assert_close(after[:, 0], before[:, 0])  # BOS is kept, as every edit keeps it
+    want = before[:, 1:].clone()
+    want[..., :3] = s[:, None, :3]  # every later position of row i takes source i's coordinates
+    torch.testing.assert_close(after[:, 1:], want)
