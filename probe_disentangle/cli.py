@@ -35,6 +35,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.restarts < 1:
         raise ValueError(f"--restarts must be ≥ 1, got {args.restarts}")
+    if args.n_interchange < 0:
+        raise ValueError(f"--n-interchange must be ≥ 0 (0 skips the interchange evaluation), got {args.n_interchange}")
     for flag, v in (("--steps", args.steps), ("--joint-steps", args.joint_steps)):
         if v is not None and v < 1:
             raise ValueError(f"{flag} must be ≥ 1, got {v} (--no-joint skips the joint head)")
@@ -49,6 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
         per_token=args.per_token,
         seed=args.seed,
         n_steer=args.n_steer,
+        n_interchange=args.n_interchange,
         strength=args.strength,
         progress=not args.no_progress,
     )
@@ -370,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--per-token", action="store_true", help="also fit per-token heads (measured at the last word)")
     p.add_argument("--n-steer", type=int, default=40, help="generated sentences per steered factor value")
+    p.add_argument(
+        "--n-interchange",
+        type=int,
+        default=100,
+        help="base/source pairs per factor of the interchange evaluation (cause / isolate; 0 skips it)",
+    )
     p.add_argument(
         "--strength",
         type=float,

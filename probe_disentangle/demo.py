@@ -11,7 +11,12 @@ sentence copies the plan in block 0, so an edit after that is overridden by the 
 MIG ≥ 0.88 on every factor there). The demo still fits the same head at a middle layer and
 reports its metrics and steering (``middle_hook``), and, with ``per_token``, the per-token head
 a first attempt would use (every position; measured at the sentence's last word; at chance on
-this host)."""
+this host).
+
+Next to set-to-value steering (success / leakage / parse rate), both span heads are scored by
+interchange interventions (RAVEL's Cause / Isolate / Disentangle, :mod:`.steering.interchange`),
+beside PCA and difference of means at the same hook: ``report["interchange"]``, one entry per
+method (``middle_`` for the middle layer)."""
 
 from __future__ import annotations
 
@@ -67,6 +72,9 @@ class DemoConfig:
     per_token_steps: int = 800
     per_token_latents: int = 10
     per_token_n_train: int = 4000
+    # RAVEL's interchange evaluation (Cause / Isolate / Disentangle) of the span heads at ``hook``
+    # and ``middle_hook`` and of PCA and difference of means there: base/source pairs per factor (0: skip)
+    n_interchange: int = 100
 
     def __post_init__(self) -> None:
         if self.steps is None:
@@ -234,6 +242,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         f"vs PCA {report['baseline_mig']['pca']:.3f} → {'met' if f['met'] else 'NOT met'}"
     )
 
+    if cfg.n_interchange:
+        report["interchange"] = _interchange(cfg, model, world, probe, acts, f_eval, "", log)
+
     alignment = steerers["beta_tcvae"][1]
     report["traversals"] = _gaussian_traversals(probe, model, world, alignment, codes, factors, cfg.seed + 7)
     log("\nsteered generations: each latent from low to high, the same sampling seed")
@@ -259,6 +270,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
                 log(f"    {row['value']:>2}  {row['text']}")
     if middle is not None:
         report["middle_layer"] = _middle_layer(cfg, model, world, *middle, f_eval, log)
+        if cfg.n_interchange:
+            report["interchange"].update(_interchange(cfg, model, world, *middle, f_eval, "middle_", log))
     if cfg.per_token:
         report["per_token"] = _per_token(cfg, model, world, rng, f_eval, out, log)
 
@@ -360,6 +373,43 @@ def _middle_layer(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, log
         "steering": res,
         "factors_at_floor": _at_floor_names(res),
     }
+
+
+def _interchange(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, prefix: str, log) -> dict[str, Any]:
+    """RAVEL's interchange evaluation at the probe's hook for the probe (its MI-aligned latent per
+    factor), PCA (one aligned principal direction per factor) and difference of means (the
+    supervised reference), all reading the probe's span, on the same seeded base/source pairs."""
+    names, sizes = world.factor_names, world.factor_sizes
+    ad, hook = probe.adapter, probe.hook
+    inter, latents = steering.probe_interchanger(probe, acts, f_eval)
+    pca, pcs = steering.pca_interchanger(ad, hook, acts, f_eval, len(names))
+    methods = {
+        "beta_tcvae": (inter, {names[f]: v for f, v in latents.items()}),
+        "pca": (pca, {n: [int(i)] for n, i in zip(names, pcs, strict=True)}),
+        "diff_means": (steering.diff_means_interchanger(ad, hook, acts, f_eval, sizes), None),
+    }
+    out = {}
+    bases = steering.base_generations(model, world, cfg.n_interchange, seed=cfg.seed + 2)  # shared by the methods
+    for m, (it, al) in methods.items():
+        t = time.time()
+        r = steering.evaluate_interchange(model, world, it, _steered(cfg, names), bases=bases)
+        r = {"hook": hook, **r, "seconds": round(time.time() - t, 1)}
+        if al is not None:
+            r["latents"] = al
+        out[prefix + m] = r
+    log(
+        f"\ninterchange at {hook} ({cfg.n_interchange} base/source pairs per factor): cause / isolate / "
+        "parse rate per factor, and the mean disentangle"
+    )
+    log("  factor   " + "".join(f"{m:>20}" for m in out))
+    for n in out[prefix + "beta_tcvae"]["per_factor"]:
+        cells = "".join(
+            f"{r['per_factor'][n]['cause']:>8.2f}{r['per_factor'][n]['isolate']:>6.2f}{r['per_factor'][n]['parse_rate']:>6.2f}"
+            for r in out.values()
+        )
+        log(f"  {n:<8} {cells}")
+    log("  mean D   " + "".join(f"{r['mean']['disentangle']:>20.3f}" for r in out.values()))
+    return out
 
 
 def _gaussian_traversals(
@@ -579,6 +629,50 @@ def _cell(r: dict[str, float] | None) -> str:
     return " — |" if r is None else f" {r['success']:.2f} / {r['leakage']:.2f} / {r['parse_rate']:.2f} |"
 
 
+def _interchange_markdown(results: dict[str, Any]) -> list[str]:
+    """The interchange tables, one per hook: per factor cause / isolate / disentangle / parse rate of
+    each method, and their means."""
+    lines = [
+        "",
+        "## Interchange interventions (RAVEL: cause / isolate / disentangle / parse rate)",
+        "",
+        "Each pair: a base generation of the host and a source plan whose value of the factor differs; the "
+        "method's features for the factor are replaced by the source's. Cause: the output takes the source's "
+        "value; isolate: every other factor keeps the base's; an unparsable output fails both. `beta_tcvae` is "
+        "the head's MI-aligned latent, `pca` one aligned principal direction, `diff_means` the supervised "
+        "difference of class means.",
+    ]
+    hooks = dict.fromkeys(r["hook"] for r in results.values())
+    for hook in hooks:
+        methods = {m: r for m, r in results.items() if r["hook"] == hook}
+        first = next(iter(methods.values()))
+        lines += [
+            "",
+            f"At `{hook}`, {first['pairs']} pairs per factor (bases parse: {first['base_parse_rate']:.2f}):",
+            "",
+            "| factor | " + " | ".join(methods) + " |",
+            "|---|" + "---|" * len(methods),
+        ]
+        for n in first["per_factor"]:
+            lines.append(
+                f"| {n} | "
+                + " | ".join(
+                    "{cause:.2f} / {isolate:.2f} / {disentangle:.2f} / {parse_rate:.2f}".format(**r["per_factor"][n])
+                    for r in methods.values()
+                )
+                + " |"
+            )
+        lines.append(
+            "| **mean** | "
+            + " | ".join(
+                "{cause:.2f} / {isolate:.2f} / {disentangle:.2f} / {parse_rate:.2f}".format(**r["mean"])
+                for r in methods.values()
+            )
+            + " |"
+        )
+    return lines
+
+
 def _markdown(report: dict[str, Any], names) -> str:
     span = report["span"]
     f = report["floors"]
@@ -628,6 +722,8 @@ def _markdown(report: dict[str, Any], names) -> str:
     for t in report.get("joint_vae", {}).get("traversals", []):
         lines += ["", f"Joint VAE head, latent {t['latent']} (aligned with {t['factor']}) through its values:", ""]
         lines += [f"- {row['value']}: `{row['text']}`" for row in t["samples"]]
+    if report.get("interchange"):
+        lines += _interchange_markdown(report["interchange"])
     for key, title in (
         ("middle_layer", "The β-TCVAE head at a middle layer"),
         ("per_token", "Per-token head (measured at the last word)"),

@@ -43,7 +43,7 @@ REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's referenc
 
 log = logging.getLogger(__name__)
 
-Edit = float | tuple[str, float]
+Edit = float | tuple[str, float] | Tensor
 Edits = Mapping[int, Edit]
 
 
@@ -72,7 +72,12 @@ def check_edits(edits: Any, k: int) -> dict[int, Edit]:
         form = (
             f"edit {e!r} for latent {i}: use a finite value, ('set', v), ('add', delta) or ('nearest', [v1, v2, ...])"
         )
-        if isinstance(e, tuple):
+        if isinstance(e, Tensor):  # one value per row (e.g. paired sources' codes in an interchange)
+            if e.ndim != 1 or not e.is_floating_point() or not bool(torch.isfinite(e).all()):
+                raise ValueError(
+                    f"per-row edit for latent {i}: a 1-D tensor of finite floats [N], got {e.dtype} {tuple(e.shape)}"
+                )
+        elif isinstance(e, tuple):
             if len(e) != 2 or e[0] not in ("add", "set", "nearest"):
                 raise ValueError(form)
             if e[0] == "nearest":
@@ -89,12 +94,20 @@ def check_edits(edits: Any, k: int) -> dict[int, Edit]:
 
 
 def _apply_edits(z: Tensor, edits: dict[int, Edit], k: int) -> Tensor:
-    """z' = z with latents set (``{i: v}``) or shifted (``{i: ("add", d)}``); ``("nearest", values)``
-    edits are left for :meth:`Probe._delta`, which needs the decoder to choose. ``edits`` as
-    :func:`check_edits` returns them."""
+    """z' = z with latents set (``{i: v}``; a tensor ``[N]`` sets one value per row, e.g. the codes
+    of paired source inputs in an interchange intervention) or shifted (``{i: ("add", d)}``);
+    ``("nearest", values)`` edits are left for :meth:`Probe._delta`, which needs the decoder to
+    choose. ``edits`` as :func:`check_edits` returns them."""
     z2 = z.clone()
     for i, e in edits.items():
-        if isinstance(e, tuple):
+        if isinstance(e, Tensor):
+            if e.shape != (z.shape[0],):
+                raise ValueError(
+                    f"per-row edit for latent {i} has shape {tuple(e.shape)}; it needs one value per vector, "
+                    f"[{z.shape[0]}]"
+                )
+            z2[:, i] = e.to(z2)
+        elif isinstance(e, tuple):
             if e[0] == "nearest":
                 continue  # chosen per row by Probe._delta
             z2[:, i] = z2[:, i] + e[1] if e[0] == "add" else torch.full_like(z2[:, i], float(e[1]))

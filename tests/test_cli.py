@@ -159,3 +159,5 @@ def test_demo_refuses_zero_restarts(capsys):
     assert "--restarts must be ≥ 1" in capsys.readouterr().err
     assert cli.main(["demo", "--joint-steps", "0", "--out", "unused"]) == 2
     assert "--no-joint skips the joint head" in capsys.readouterr().err
+    assert cli.main(["demo", "--n-interchange", "-1", "--out", "unused"]) == 2
+    assert "0 skips the interchange evaluation" in capsys.readouterr().err

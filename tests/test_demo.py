@@ -27,6 +27,7 @@ def test_demo_writes_a_complete_report(tmp_path):
         per_token_n_train=256,
         init_steps=20,
         steer_factors=["number", "polarity"],  # 2 values each: few generations
+        n_interchange=6,
         progress=False,
     )
     lines = []
@@ -66,9 +67,22 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert middle["hook"] == "blocks.2.hook_resid_post" and set(middle["steering"]) == {"number", "polarity"}
     per_token = on_disk["per_token"]
     assert per_token["hook"] == "blocks.1.hook_resid_post" and set(per_token["steering"]) == {"number", "polarity"}
+    inter = on_disk["interchange"]
+    assert set(inter) == {f"{p}{m}" for p in ("", "middle_") for m in ("beta_tcvae", "pca", "diff_means")}, sorted(
+        inter
+    )
+    for m, r in inter.items():
+        assert r["hook"] == ("blocks.2.hook_resid_post" if m.startswith("middle_") else "blocks.0.hook_resid_pre")
+        assert set(r["per_factor"]) == {"number", "polarity"} and r["pairs"] == 6, m
+        for v in [*r["per_factor"].values(), r["mean"]]:
+            assert {"cause", "isolate", "disentangle", "parse_rate"} <= set(v), m
+            assert all(0.0 <= v[k] <= 1.0 for k in ("cause", "isolate", "disentangle", "parse_rate")), m
+            assert v["disentangle"] == pytest.approx((v["cause"] + v["isolate"]) / 2), m
+        assert r["mean"]["cause"] == pytest.approx(np.mean([v["cause"] for v in r["per_factor"].values()]))
+    assert set(inter["beta_tcvae"]["latents"]) == set(names)
     md = (tmp_path / "demo" / "report.md").read_text()
     assert md.startswith("# probe_disentangle demo report")
-    for text in ("## Metrics", "MIG pca", "through its values", "middle layer", "Per-token head"):
+    for text in ("## Metrics", "MIG pca", "through its values", "middle layer", "Per-token head", "## Interchange"):
         assert text in md, text
     for folder in ("probe", "joint_probe", "per_token_probe"):
         assert (tmp_path / "demo" / folder / "probe.json").is_file(), folder

@@ -5,7 +5,10 @@ from independent subspace analysis. Floors: MIG ≥ 0.5 against every factor a l
 at ≥ 95 % there; at least 3 factors steered at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate;
 better than PCA on the same vectors on both. The categorical joint VAE head beside it is held to
 the same floors. Measured 2026-12-01, seed 0: β-TCVAE per-factor MIG ≥ 0.756 and all 8 factors
-steered at the floor; joint VAE MIG ≥ 0.996, all 8; PCA steers 2.
+steered at the floor; joint VAE MIG ≥ 0.996, all 8; PCA steers 2. Interchange interventions
+(100 pairs per factor): the head's aligned latents reach Cause ≥ 0.9 and Isolate ≥ 0.95 on at
+least 6 factors and a mean Disentangle within 0.02 of difference of means and above PCA
+(2026-12-03, seed 0: 1.00 / 1.00 on all 8, the same as difference of means; PCA 0.590).
 """
 
 import pytest
@@ -27,3 +30,8 @@ def test_the_demo_meets_the_floors(tmp_path, seed):
     assert all(joint["mig_per_factor"][n] >= 0.5 for n in report["linearly_decodable_factors"]), joint
     assert len(joint["factors_at_floor"]) >= max(3, len(floors["pca_factors_at_floor"]) + 1), joint["steering"]
     assert joint["mig"] > report["baseline_mig"]["pca"]
+    inter = report["interchange"]
+    good = [n for n, r in inter["beta_tcvae"]["per_factor"].items() if r["cause"] >= 0.9 and r["isolate"] >= 0.95]
+    assert len(good) >= 6, inter["beta_tcvae"]["per_factor"]
+    mean_d = {m: r["mean"]["disentangle"] for m, r in inter.items()}
+    assert mean_d["beta_tcvae"] >= mean_d["diff_means"] - 0.02 and mean_d["beta_tcvae"] > mean_d["pca"], mean_d
