@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/digits_infogan")
     ap.add_argument("--resume", action="store_true", help="carry on from the latest checkpoint in --out")
+    ap.add_argument(
+        "--overwrite", action="store_true", help="start over, deleting an earlier run's checkpoints in --out"
+    )
     args = ap.parse_args()
 
     x, labels = digit_images()  # (1797, 1, 8, 8) in [0, 1], classes 0–9
@@ -66,7 +69,7 @@ def main() -> None:
         log_every=100,
     )
     trainer = Trainer(model, cfg)
-    result = trainer.fit(x, resume=args.resume)
+    result = trainer.fit(x, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {result.step} steps; last terms: " + ", ".join(f"{k}={v:.3g}" for k, v in result.last.items()))
 
     model.eval()

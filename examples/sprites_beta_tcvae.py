@@ -57,6 +57,9 @@ def main() -> None:
     )
     ap.add_argument("--out", default="runs/sprites_tcvae")
     ap.add_argument("--resume", action="store_true", help="carry on from the latest checkpoint in --out")
+    ap.add_argument(
+        "--overwrite", action="store_true", help="start over, deleting an earlier run's checkpoints in --out"
+    )
     args = ap.parse_args()
 
     world = Sprites()
@@ -91,7 +94,7 @@ def main() -> None:
     )
     trainer = Trainer(model, cfg)
     t0 = time.perf_counter()
-    result = trainer.fit(train_images, resume=args.resume)
+    result = trainer.fit(train_images, resume=args.resume, overwrite=args.overwrite)
     print(f"trained to step {result.step} in {time.perf_counter() - t0:.0f}s (checkpoints in {out / 'checkpoints'})")
     print("last terms: " + ", ".join(f"{k}={v:.4g}" for k, v in result.last.items()))
     save(model, out / "model")
