@@ -38,7 +38,8 @@ from .constants import CHECKSUM_FILES, CONFIG_FILE, OLD_SUFFIX, PARTIAL_SUFFIX, 
 SAVED_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE})  # what save() writes: all a folder may hold to be overwritten
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running (a scratch file's writer still at work)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,7 +81,7 @@ def remove_strays(target: str | os.PathLike) -> list[Path]:
     removed = []
     for suffix in (TMP_SUFFIX, PARTIAL_SUFFIX, OLD_SUFFIX, READY_SUFFIX):
         for entry, pid in _scratch_siblings(target, suffix):
-            if pid != os.getpid() and not _pid_alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 _remove(entry)
                 removed.append(entry)
     return removed

@@ -361,21 +361,11 @@ def prepare_checkpoint_dir(
     io.fsync_dir(root)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _remove_dead_temp_folders(root: Path) -> None:
     """Delete ``.tmp-step_*-PID`` folders whose writer is gone (a killed run's half checkpoint)."""
     for p in root.glob(f".tmp-{CHECKPOINT_PREFIX}*-*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not io.pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
 
 
