@@ -68,9 +68,9 @@ METHODS = (
     "prefix_pairs",
     "prefix_cat",
 )
-PREFIX_HEADS = {  # method -> HeadConfig fields
-    "prefix": {},
-    "prefix_pairs": {"beta": 1.0},
+PREFIX_HEADS = {  # method -> HeadConfig fields (the KL warm-up keeps latents from collapsing early at blocks.2)
+    "prefix": {"kl_warmup": 0.3},
+    "prefix_pairs": {"beta": 1.0, "kl_warmup": 0.3},
     "prefix_cat": {"beta": 1.0, "latent_dim": 10},
 }
 HEADS = {  # method -> (normalisation, conditioning, objective)
@@ -350,15 +350,19 @@ def fit_head(head: PerTokenHead, data: TokenData, pairs: tuple[TokenData, TokenD
                 rec = losses.reconstruction_loss(head.vae.decode(losses.reparameterize(mi, li), *ci), xi).mean()
                 kl = losses.kl_normal_standard(mi, li).sum(1).mean()
                 loss = loss + rec + cfg.beta * kl
-            last = {"loss": float(loss) / 2, "shared": float(shared.float().mean())}
+            last = {"loss": float(loss.detach()) / 2, "shared": float(shared.float().mean())}
         else:
             xi, ci = x[idx], (tok[idx], pos[idx])
             mu, lv = head.vae.encode(xi, *ci)
             z = losses.reparameterize(mu, lv)
             res = objective(xi, head.vae.decode(z, *ci), mu, lv, z, step)
             loss = res.total
-            last = {"loss": float(loss), "recon": float(res.terms["recon"]), "kl": float(res.terms["kl"])}
-        if not math.isfinite(float(loss)):
+            last = {
+                "loss": float(loss.detach()),
+                "recon": float(res.terms["recon"].detach()),
+                "kl": float(res.terms["kl"].detach()),
+            }
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}; lower lr (now {cfg.lr}) or beta ({cfg.beta})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -493,7 +497,7 @@ def fit_prefix_head(
             else:
                 reg = reg + cfg.beta * losses.kl_normal_standard(mu[:, -1], logvar[:, -1]).sum(1).mean()
         loss = cfg.recon_weight * rec + w * reg
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}; lower lr (now {cfg.lr}) or beta ({cfg.beta})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -509,8 +513,9 @@ class PrefixCategoricalHead(nn.Module):
     """The prefix code with categorical latents: ``latent_dim`` latents of ``categories`` values each.
     Each token's vector gives logits as evidence per latent, the code at position t is the softmax
     of the summed evidence of positions 1..t (the product of categorical experts, uniform prior), and
-    the decoder dec(y_t, token_t, p_t) reads a one-hot per latent (Gumbel-softmax while fitting, one
-    sample per sentence, Jang et al. 2017). A discrete factor then fits one latent without being
+    the decoder dec(y_t, token_t, p_t) reads a one-hot per latent (Gumbel-softmax while fitting: one
+    sample of the sentence's code, decoded at every position, Jang et al. 2017; the prefix codes are
+    held to it by KL(q_T ‖ q_t) as in :func:`fit_prefix_head`). A discrete factor then fits one latent without being
     laid out along a line. The objective: reconstruction + β·(KL of the sentence's posterior to
     uniform, i.e. the code's information) + γ·(KL of the batch's average posterior to uniform, which
     keeps every category in use). No factor labels."""
@@ -588,16 +593,21 @@ def fit_prefix_categorical(
         acts, tok, mask = data.acts[idx], data.tokens[idx], data.mask[idx]
         logits = head.logits(acts, tok, mask)  # (b, T, m, K)
         u = torch.rand(len(idx), 1, cfg.latent_dim, K).clamp(1e-9, 1 - 1e-9)
-        y = torch.softmax((logits - torch.log(-torch.log(u))) / temp, -1)  # one Gumbel draw per sentence
+        # one Gumbel draw of the sentence's code, decoded at every position (as the Gaussian prefix head)
+        y = torch.softmax((logits[:, -1:] - torch.log(-torch.log(u))) / temp, -1).expand_as(logits)
         recon = head.decode(y, tok, pos[: len(idx)])
         rec = (0.5 * (recon - target[idx]).pow(2).sum(-1) * mask).sum(1).mean()
         q = torch.softmax(logits[:, -1], -1)  # the sentence's posterior (b, m, K)
         info = (q * (q.clamp_min(1e-12).log() + math.log(K))).sum(-1).sum(-1).mean()
         qbar = q.mean(0)
         marginal = (qbar * (qbar.clamp_min(1e-12).log() + math.log(K))).sum()
+        # KL(q_T ‖ q_t) per position: the prefix codes agree with the sentence's
+        log_qt = torch.log_softmax(logits, -1)
+        kl_t = (q[:, None] * (torch.log_softmax(logits[:, -1:], -1) - log_qt)).sum(-1).sum(-1)
+        consistency = ((kl_t * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
         w = min(1.0, step / (cfg.kl_warmup * cfg.steps)) if cfg.kl_warmup > 0 else 1.0
-        loss = cfg.recon_weight * rec + w * cfg.beta * info + gamma * marginal
-        if not math.isfinite(float(loss)):
+        loss = cfg.recon_weight * rec + w * (cfg.beta * info + cfg.consistency * consistency) + gamma * marginal
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}; lower lr (now {cfg.lr})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -711,14 +721,15 @@ def group_targets(
 ) -> tuple[dict[tuple[int, int], tuple[list[int], list[float]]], list[list[int]]]:
     """Gaussian latents grouped by factor: a latent belongs to the factor it shares most information
     with (MI / H(factor)) if that is at least ``min_share``; a factor with no latent takes its
-    highest-MI one. A 5-valued factor a VAE lays over two or three latents is then set by all of them:
+    highest-MI one; latents whose codes barely vary (std ≤ 0.1: collapsed to the prior) join none. A 5-valued factor a VAE lays over two or three latents is then set by all of them:
     each to its class mean for the value, pushed ``strength`` times from its overall mean."""
     mi = mi_matrix(codes, factors)
     share = mi / np.array([_entropy(factors[:, j]) for j in range(factors.shape[1])])
     owner = share.argmax(1)
+    active = codes.std(0) > 0.1  # a collapsed latent (posterior ≈ prior) holds nothing to set
     groups = []
     for f in range(factors.shape[1]):
-        g = [i for i in range(codes.shape[1]) if owner[i] == f and share[i, f] >= min_share]
+        g = [i for i in range(codes.shape[1]) if active[i] and owner[i] == f and share[i, f] >= min_share]
         groups.append(g or [int(mi[:, f].argmax())])
     out = {}
     for f, g in enumerate(groups):

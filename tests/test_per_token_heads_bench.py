@@ -142,3 +142,26 @@ def test_smoke_run_writes_its_table(tmp_path):
         assert set(entry["steering"]) == {"size", "number"}
     assert "mig_first_written" in res["hooks"][hook]["prefix_pairs"]
     assert "| method |" in done.stdout
+
+
+def test_group_targets_set_every_latent_a_factor_owns(bench):
+    rng = np.random.default_rng(0)
+    f = np.stack([rng.integers(0, 4, 4000), rng.integers(0, 2, 4000)], 1)
+    codes = np.stack(
+        [
+            (f[:, 0] % 2) * 2.0 + rng.normal(0, 0.05, 4000),  # factor 0 laid over latents 0 and 1
+            (f[:, 0] // 2) * 2.0 + rng.normal(0, 0.05, 4000),
+            f[:, 1] * 3.0 + rng.normal(0, 0.05, 4000),  # factor 1
+            f[:, 1] * 0.01 + rng.normal(0, 0.001, 4000),  # collapsed, though informative
+        ],
+        1,
+    )
+    targets, groups = bench.group_targets(codes, f, (4, 2), strength=1.0)
+    assert groups == [[0, 1], [2]]
+    idx, val = targets[(0, 3)]  # value 3: latent 0 at 2, latent 1 at 2
+    assert idx == [0, 1] and np.allclose(val, [2.0, 2.0], atol=0.01)
+    idx, val = targets[(1, 0)]
+    assert idx == [2] and np.allclose(val, [0.0], atol=0.01)
+    _, val = bench.group_targets(codes, f, (4, 2), strength=2.0)[0][(1, 1)]
+    mean = codes[:, 2].mean()
+    assert np.allclose(val, [mean + 2 * (3.0 - mean)], atol=0.01)  # pushed twice as far from the mean
