@@ -51,6 +51,8 @@ def score(world: ColourSprites, readout: SpritesReadout, factors: np.ndarray, im
     row = {f"{name}": float((fit[:, i] == factors[:, i]).mean()) for i, name in enumerate(world.factor_names)
            if name in FACTORS}  # fmt: skip
     err = orientation_error(fit[:, 2], factors[:, 2], factors[:, 0])
+    for i, name in ((1, "scale"), (3, "pos_x"), (4, "pos_y")):
+        row[f"{name}_within_1"] = float((np.abs(fit[:, i] - factors[:, i]) <= 1).mean())
     row["orientation_exact"] = float((err == 0).mean())
     row["orientation_within_1"] = float((err <= 1).mean())
     same = (world.render(fit) == world.render(factors)).reshape(len(fit), -1).all(1)
@@ -89,7 +91,8 @@ def main() -> None:
         name = "antialiased" if antialias else "binary"
         results["renderings"][name] = {"sprites": rows, "non_sprites_rejected": rejected}
 
-        cols = [*FACTORS, "orientation_exact", "orientation_within_1", "render_equivalent", "accepted", "ms_per_image"]
+        cols = [*FACTORS, "orientation_exact", "orientation_within_1", "pos_x_within_1", "render_equivalent"]
+        cols += ["accepted", "ms_per_image"]
         print(f"\n{name} {args.size}x{args.size}, {args.num} sprites (seed {args.seed})")
         print(f"{'cell':<24}" + "".join(f"{c[:12]:>13}" for c in cols))
         for cell, row in rows.items():
