@@ -7,16 +7,17 @@ no weights. Steps, batched over images:
 
 1. hue: the mean colour of the bright pixels, nearest palette colour by angle; the per-pixel
    coverage is then the least-squares projection of the RGB pixel on that colour;
-2. a first guess per shape hypothesis: the sprite is located by a box filter, scale comes from
-   its area and orientation from its normalised complex moments (2nd, 3rd and 4th harmonics),
-   each looked up in a table of templates rendered at start-up (nearest neighbour); the centre
-   is the centroid minus the template's centroid offset (only the heart's is not zero);
-3. coordinate descent on the grid of levels: for x, y, orientation and scale in turn, render
-   the neighbours (±1, ±2 levels) and keep the one with the least squared RGB error; after the
-   first sweep only the best shape is refined further; the hue is then re-chosen on the fit;
+2. a first guess per shape hypothesis: the sprite is located by a box filter, its scale comes
+   from its area (a table of template areas rendered at start-up), and every orientation of the
+   shape's symmetry period is rendered at that scale, centred at the centroid less the
+   template's centroid offset (only the heart's is not zero); the best fit is kept;
+3. block coordinate descent on the grid of levels: render the neighbours of the current fit in
+   position (x and y jointly, ±2 levels), then in scale and orientation jointly (±1 × ±2), and
+   keep the one with the least squared RGB error; after the first sweep only the best shape is
+   refined further; the hue is then re-chosen on the fitted mask;
 4. validity, from the residual ``r = image − fit``: ``blob`` is the largest 3×3-mean residual
    norm anywhere (a second blob, a stray patch; white noise is averaged down by the mean), and
-   ``smear`` the residual energy inside the fit's support (dilated by 2 px) over the fit's energy
+   ``smear`` the residual energy inside the fit's support (dilated by 4 px) over the fit's energy
    (blurs, smears, wrong colours), less the share that white noise measured on the background
    explains. Pixels within one pixel of the fit's edge count ``edge_weight`` times (0.25 for
    binary renders, where a sprite a fraction of a pixel off the grid flips whole edge pixels;
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 
 from probe_disentangle.registry import check_field_types
 from probe_disentangle.worlds.base import RandomState, as_random_state, randint
-from probe_disentangle.worlds.sprites import _CENTRE_HI, _CENTRE_LO, ColourSprites
+from probe_disentangle.worlds.sprites import _BASE_HALF_SIZE, _CENTRE_HI, _CENTRE_LO, ColourSprites
 
 __all__ = [
     "NON_SPRITE_KINDS",
@@ -275,7 +276,7 @@ class SpritesReadout:
     # ---------------------------------------------------------------- reading
     @torch.no_grad()
     def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Read images ``[N, 3, S, S]`` (float in [0, 1]).
+        """Read images ``[N, 3, S, S]`` (float in [0, 1], any device; read on the CPU).
 
         Returns ``factors`` [N, 6] int64 (world levels in ``factor_names`` order, orientation
         reduced modulo the shape's symmetry period; every entry -1 where not valid), ``valid``
@@ -309,13 +310,13 @@ class SpritesReadout:
         return cos.argmax(1)
 
     def _first_guess(self, proj: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
-        """Per image and shape hypothesis, factors [N, 3, 6] from area, centroid and moments."""
+        """Per image and shape hypothesis, factors [N, 3, 6] from area, centroid and an orientation sweep."""
         n, size = proj.shape[0], proj.shape[-1]
         pal2 = (self._palette**2).sum(1)  # (H,)
         cover = proj[torch.arange(n), hue] / pal2[hue][:, None, None]  # (N, S, S)
         cover = cover.clamp(0.0, 1.0)
         # locate: the densest box, then keep a window around it (drops far-away noise)
-        radius = math.ceil(math.sqrt(2.0) * 0.15 * size) + 2
+        radius = math.ceil(math.sqrt(2.0) * _BASE_HALF_SIZE * float(self.world.scales.max()) * size) + 2
         box = F.avg_pool2d(cover[:, None], 7, stride=1, padding=3)[:, 0]
         peak = box.flatten(1).argmax(1)
         py, px = peak // size, peak % size
