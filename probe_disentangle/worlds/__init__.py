@@ -12,6 +12,7 @@ from probe_disentangle.worlds.digits import digit_images
 from probe_disentangle.worlds.factor_language import FactorLanguage, ParseError, Tokenizer
 from probe_disentangle.worlds.k_factors import KFactorImages, KFactorTokens
 from probe_disentangle.worlds.sprites import ColourSprites, Sprites
+from probe_disentangle.worlds.sprites_readout import SpritesReadout, SpritesReadoutConfig, load_sprites_readout
 
 WORLDS: dict[str, type[World]] = {
     "sprites": Sprites,
@@ -38,10 +39,13 @@ __all__ = [
     "ParseError",
     "RandomState",
     "Sprites",
+    "SpritesReadout",
+    "SpritesReadoutConfig",
     "Tokenizer",
     "World",
     "WorldDataset",
     "as_random_state",
     "digit_images",
+    "load_sprites_readout",
     "make_world",
 ]
