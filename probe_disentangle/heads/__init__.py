@@ -1,0 +1,29 @@
+"""Lightweight disentangling heads, one module per idea.
+
+``vae`` (VAEHead: any VAE-family objective), ``joint_vae`` (categorical + Gaussian latents),
+``infogan`` (InfoGAN on activation vectors), ``sequence`` (per-token heads whose code is read
+from a sequence's prefix, conditioned on token id and position), ``pairs`` (Ada-GVAE on pairs
+that differ in unnamed factors); ``common`` holds what they share.
+
+Each head defines its own training step (FactorVAE and InfoGAN alternate two optimisers) and
+never imports the trainer: the trainer passes in an ``optimize(name, loss)`` callback. Heads
+know nothing of hosts: a token id, a position or a timestep reaches a head only as a
+conditioning tensor that the adapter provides.
+"""
+
+from .common import DECODERS, AdditiveDecoder, mlp
+from .infogan import InfoGANHead, InfoGANHeadConfig
+from .joint_vae import JointVAEHead, JointVAEHeadConfig
+from .vae import VAEHead, VAEHeadConfig
+
+__all__ = [
+    "DECODERS",
+    "AdditiveDecoder",
+    "InfoGANHead",
+    "InfoGANHeadConfig",
+    "JointVAEHead",
+    "JointVAEHeadConfig",
+    "VAEHead",
+    "VAEHeadConfig",
+    "mlp",
+]
