@@ -12,7 +12,7 @@ from typing import Any
 
 _REGISTRY: dict[str, tuple[type, type]] = {}
 # modules whose import registers architectures; imported lazily by `get` / `names`
-_PROVIDERS = ("probe_disentangle.heads", "probe_disentangle.image_models")
+_PROVIDERS = ("probe_disentangle.heads", "probe_disentangle.image_models", "probe_disentangle.diffusion")
 
 
 def _matches(value: Any, hint: Any) -> bool:

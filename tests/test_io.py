@@ -36,6 +36,13 @@ TINY = {
         "hidden": 4,
         "q_hidden": 4,
     },
+    "ddpm_unet": {
+        "sample_size": 8,
+        "block_out_channels": [4, 8],
+        "norm_num_groups": 4,
+        "attention_head_dim": 4,
+        "num_train_timesteps": 10,
+    },
 }
 
 

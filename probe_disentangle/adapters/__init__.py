@@ -7,22 +7,28 @@ from typing import Any
 from torch import nn
 
 from .base import Activations, Adapter, HookError
+from .diffusers_unet import DiffusersUNetAdapter, is_diffusers_unet, load_unet
 from .hooked_transformer import HookedTransformerAdapter, is_transformer_lens, load_transformer
 from .torch_module import TorchModuleAdapter
 
 
 def attach(model: nn.Module | Adapter, hook: str | None = None, **kw: Any) -> Adapter:
-    """Pick the adapter for ``model`` by its type (TransformerLens by duck typing, else any
-    ``nn.Module`` by dotted path) and, when ``hook`` is given, check it exists (an unknown name
+    """Pick the adapter for ``model`` by its type (TransformerLens by duck typing, a diffusers UNet
+    or a pipeline holding one as ``.unet``, else any ``nn.Module`` by dotted path) and, when ``hook`` is given, check it exists (an unknown name
     raises :class:`HookError` listing close matches)."""
     if isinstance(model, Adapter):
         adapter = model
     elif is_transformer_lens(model):
         adapter = HookedTransformerAdapter(model, **kw)
+    elif is_diffusers_unet(model):
+        adapter = DiffusersUNetAdapter(model, **kw)
     elif isinstance(model, nn.Module):
         adapter = TorchModuleAdapter(model, **kw)
     else:
-        raise TypeError(f"cannot attach to a {type(model).__name__}; pass a torch nn.Module or a TransformerLens model")
+        raise TypeError(
+            f"cannot attach to a {type(model).__name__}; pass a torch nn.Module, a TransformerLens model, "
+            "a diffusers UNet or a pipeline holding one"
+        )
     if hook is not None:
         adapter.check_hook(hook)
     return adapter
@@ -31,9 +37,12 @@ def attach(model: nn.Module | Adapter, hook: str | None = None, **kw: Any) -> Ad
 __all__ = [
     "Activations",
     "Adapter",
+    "DiffusersUNetAdapter",
     "HookError",
     "HookedTransformerAdapter",
     "TorchModuleAdapter",
     "attach",
+    "is_diffusers_unet",
     "load_transformer",
+    "load_unet",
 ]

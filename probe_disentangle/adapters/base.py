@@ -36,11 +36,14 @@ class Activations:
     """Vectors read at a hook, and where each came from.
 
     ``vectors`` ``[N, d]``; ``index`` ``[N, 2]`` (row in the batch, position within it: token
-    index, flattened spatial index, or 0 for one vector per sample).
+    index, flattened spatial index, or 0 for one vector per sample); ``conditioning`` ``[N, c]``
+    or None: what the adapter tells a head about each vector besides the vector itself (a
+    diffusion UNet's timestep), the only way such a quantity reaches a head.
     """
 
     vectors: Tensor
     index: Tensor
+    conditioning: Tensor | None = None
 
 
 def close_matches(name: str, names: list[str], n: int = 5) -> list[str]:

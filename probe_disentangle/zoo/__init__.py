@@ -108,3 +108,21 @@ def sprites_vae_card() -> dict[str, Any]:
     from .. import io
 
     return io.read_config(SPRITES_VAE_DIR)["card"]
+
+
+SPRITES_DDPM_DIR = ZOO_DIR / "sprites_ddpm"
+
+
+def load_sprites_ddpm(directory: str | Path | None = None, device: str | torch.device = "cpu", scheduler: str = "ddim"):
+    """The shipped sprites DDPM as a diffusers ``DDIMPipeline`` (``scheduler="ddpm"``: a
+    ``DDPMPipeline``), loaded by diffusers' ``from_pretrained`` from the package folder (no
+    network); ``pipe.card`` holds its model card (recipe and measured quality)."""
+    from ..diffusion import load_ddpm_pipeline
+
+    folder = Path(directory) if directory is not None else SPRITES_DDPM_DIR
+    if directory is None and not (folder / "unet").is_dir():
+        raise FileNotFoundError(
+            f"{folder} holds no weights yet: the sprites DDPM is still training "
+            "(examples/train_sprites_ddpm.py; export a checkpoint with --export DIR and pass directory=DIR)"
+        )
+    return load_ddpm_pipeline(folder, device=device, scheduler=scheduler)
