@@ -416,7 +416,8 @@ def train_sae(
     ``{"normalize_activations": "expected_average_only_in"}``). The learning rate is constant
     (``lr_end = lr``: SAELens requires one). Initialisation is seeded by ``seed`` without touching
     the global RNG. The trained SAE goes through ``save_inference_model`` and :func:`load_saelens`,
-    the path every SAELens SAE a user brings takes. ``progress``: SAELens's tqdm bar."""
+    the path every SAELens SAE a user brings takes. ``progress``: show SAELens's tqdm bars (off by
+    default: library code prints nothing; the bars are silenced for the call and restored after)."""
     if architecture not in TRAINABLE:
         raise ValueError(f"unknown SAE architecture {architecture!r}; choose one of {list(TRAINABLE)}")
     if architecture in TOPK_FAMILY and (k is None or not 1 <= k <= d_sae):
@@ -430,7 +431,7 @@ def train_sae(
     sae_lens = _import_saelens()
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.registry import get_sae_training_class
-    from sae_lens.training import sae_trainer
+    from sae_lens.training import activation_scaler, sae_trainer
 
     data, d, B = _batches(activations, batch_size, seed)
     sae_cls, cfg_cls = get_sae_training_class(architecture)
@@ -447,16 +448,18 @@ def train_sae(
         device=device,
         logger=LoggingConfig(log_to_wandb=False),
     )
-    bar = sae_trainer.tqdm
+    bars = {mod: mod.tqdm for mod in (sae_trainer, activation_scaler)}  # SAELens's progress bars
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(seed)
         sae = sae_cls(sae_cfg)
         trainer = sae_lens.SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=data)
-        sae_trainer.tqdm = bar if progress else functools.partial(bar, disable=True)
+        for mod, bar in bars.items():
+            mod.tqdm = bar if progress else functools.partial(bar, disable=True)
         try:
             trained = trainer.fit()
         finally:
-            sae_trainer.tqdm = bar
+            for mod, bar in bars.items():
+                mod.tqdm = bar
         trained.save_inference_model(tmp)
         out = load_saelens(tmp, device=device)
     logger.info("trained a %s SAE (d_sae=%d) with SAELens for %d steps of %d vectors", architecture, d_sae, steps, B)
