@@ -73,6 +73,8 @@ class Config:
     batch: int = 1024
     lr: float = 3e-4
     seed: int = 0
+    dci_stages: int = 100  # boosting stages of the DCI classifiers (the project's fast DCI: 100)
+    factors: Sequence[int] | None = None  # factors to interchange (None: all)
 
 
 def first_written_reader(study, adapter, hook, world, factor: int):
@@ -89,7 +91,9 @@ def first_written_reader(study, adapter, hook, world, factor: int):
     return read
 
 
-def dci_first_written(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int) -> dict[str, float]:
+def dci_first_written(
+    codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int, stages: int = 100
+) -> dict[str, float]:
     """DCI with factor j's importance column and accuracy from a booster fit on ``codes_at[j]``
     (the codes where each sentence first writes j); 20% held out (seeded)."""
     n = len(factors)
@@ -97,7 +101,7 @@ def dci_first_written(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed:
     tr, te = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
     imp, acc = [], []
     for j, codes in enumerate(codes_at):
-        model = HistGradientBoosting().fit(codes[tr], factors[tr, j])
+        model = HistGradientBoosting(n_estimators=stages).fit(codes[tr], factors[tr, j])
         imp.append(np.abs(model.feature_importances_))
         acc.append(float(np.mean(model.predict(codes[te]) == factors[te, j])))
     out = dci_scores_from_importance(np.stack(imp, 1))
@@ -153,7 +157,7 @@ def run_hook(cfg: Config, model, world, hook: str, log=print) -> dict[str, Any]:
                 return sae.encode(a).numpy()
 
         mig = study.mig_at_positions(code_fn, held, fw)
-        dci = dci_first_written(codes_at, held.factors, cfg.seed)
+        dci = dci_first_written(codes_at, held.factors, cfg.seed, cfg.dci_stages)
         fit = {
             "architecture": arch,
             "saved_as": sae.config.architecture,
@@ -165,7 +169,7 @@ def run_hook(cfg: Config, model, world, hook: str, log=print) -> dict[str, Any]:
         for form in ("features", "subspace"):
             t0 = time.perf_counter()
             inter, _ = steering.sae_interchanger(sae, adapter, hook, read=readers, features=feats, form=form)
-            ic = steering.evaluate_interchange(model, world, inter, bases=bases)
+            ic = steering.evaluate_interchange(model, world, inter, cfg.factors, bases=bases)
             row = f"sae_{name}_{form}"
             out[row] = {
                 "supervision": "none (labels only align features to factors)",
@@ -188,7 +192,7 @@ def run_hook(cfg: Config, model, world, hook: str, log=print) -> dict[str, Any]:
         j: steering.diff_means_interchanger(adapter, hook, at_fw[j], held.factors, sizes, read=readers[j])
         for j in range(len(names))
     }
-    ic = steering.evaluate_interchange(model, world, lambda f, s: per[int(f)](f, s), bases=bases)
+    ic = steering.evaluate_interchange(model, world, lambda f, s: per[int(f)](f, s), cfg.factors, bases=bases)
     out["diff_means"] = {"supervision": "supervised (factor labels)", "interchange": ic}
     m = ic["mean"]
     log(f"{hook} {'diff_means':<22} cause {m['cause']:.3f}  isolate {m['isolate']:.3f}  D {m['disentangle']:.3f}")
@@ -209,7 +213,8 @@ def format_tables(results: dict[str, Any], names: Sequence[str]) -> str:
             if not isinstance(e, dict):
                 continue
             ic = e["interchange"]
-            cells = [f"{ic['per_factor'][n]['cause']:.2f}/{ic['per_factor'][n]['isolate']:.2f}" for n in names]
+            pf = ic["per_factor"]
+            cells = [f"{pf[n]['cause']:.2f}/{pf[n]['isolate']:.2f}" if n in pf else "–" for n in names]
             mig = f"{e['mean_mig_first_written']:.3f}" if "mean_mig_first_written" in e else "–"
             d = e.get("dci")
             dci = (
@@ -228,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     d = Config()
     ap.add_argument("--hooks", nargs="+", default=list(HOOKS))
-    for f in ("n_train", "n_eval", "n_pairs", "d_sae", "k", "steps", "batch", "seed"):
+    for f in ("n_train", "n_eval", "n_pairs", "d_sae", "k", "steps", "batch", "seed", "dci_stages"):
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--l1", type=float, default=d.l1)
@@ -236,10 +241,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one hook (seconds), for the test")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = Config(**{k: getattr(args, k) for k in asdict(d) if k != "hooks"}, hooks=args.hooks)
+    cfg = Config(**{k: getattr(args, k) for k in asdict(d) if k not in ("hooks", "factors")}, hooks=args.hooks)
     if args.smoke:
         cfg.hooks, cfg.n_train, cfg.n_eval, cfg.n_pairs = list(cfg.hooks)[:1], 60, 200, 4
-        cfg.d_sae, cfg.k, cfg.steps, cfg.batch = 32, 4, 20, 128
+        cfg.d_sae, cfg.k, cfg.steps, cfg.batch, cfg.dci_stages = 32, 4, 20, 128, 5
+        cfg.factors = [2, 3]  # size, number
     from probe_disentangle.hosts import load_host
 
     host = load_host("factor_lm")

@@ -26,7 +26,8 @@ def test_the_sae_baseline_smoke_run_reports_every_row(tmp_path, capsys):
     rows = res["hooks"]["blocks.1.hook_resid_post"]
     for row in ("sae_topk_features", "sae_topk_subspace", "sae_standard_features", "sae_standard_subspace"):
         e = rows[row]
-        assert set(e["interchange"]["per_factor"]) == set(e["mig_first_written"]) and e["interchange"]["pairs"] == 4
+        assert set(e["interchange"]["per_factor"]) == {"size", "number"} and e["interchange"]["pairs"] == 4
+        assert len(e["mig_first_written"]) == 8
         assert 0 <= e["mean_mig_first_written"] <= 1 and 0 <= e["dci"]["disentanglement"] <= 1
         assert all(len(v) >= 1 for v in e["features"].values())
     assert rows["sae_topk_features"]["fit"]["l0"] <= 4 + 1e-6  # TopK: at most k active features
