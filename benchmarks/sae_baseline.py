@@ -29,6 +29,7 @@ the sentence first writes it (``per_token_heads.first_written``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import sys
@@ -73,8 +74,10 @@ class Config:
     batch: int = 1024
     lr: float = 3e-4
     seed: int = 0
+    no_reference: bool = False
     dci_stages: int = 100  # boosting stages of the DCI classifiers (the project's fast DCI: 100)
     factors: Sequence[int] | None = None  # factors to interchange (None: all)
+    forms: Sequence[str] = ("features", "subspace", "positionwise")  # the SAE interchange rows
 
 
 def first_written_reader(study, adapter, hook, world, factor: int):
@@ -89,6 +92,41 @@ def first_written_reader(study, adapter, hook, world, factor: int):
         return steering.sequence_vectors(adapter, hook, tokens, pos)
 
     return read
+
+
+def positionwise_interchanger(sae, adapter, hook, feats: dict[int, list[int]]):
+    """The feature swap position by position: every position p of the base (BOS kept) takes the
+    source's features of the factor at its own position p, a'_p = a_p + (f'_{A,p} − f_{A,p})·D_A.
+    Base and source share the world's layout (plan, colon, sentence), so position p plays the same
+    role in both; this is the per-token form of RAVEL's interchange, where the one-vector form above
+    gives every position the source's features read at a single position."""
+
+    @contextlib.contextmanager
+    def inter(factor: int, sources):
+        sources = np.asarray(sources)
+        n, idx = len(sources), feats[int(factor)]
+        src = steering.sequence_activations(adapter, hook, sources)  # (n, T, d)
+        with torch.no_grad():
+            fs = sae.encode(src.flatten(0, 1)).view(n, src.shape[1], -1)[..., idx]  # (n, T, k)
+            rows = sae.feature_directions[idx]  # (k, d)
+
+        def fn(act):  # (n, t, d): a full forward over the first t positions
+            if act.shape[0] != n:
+                raise ValueError(f"the host ran {act.shape[0]} rows inside an interchange with {n} sources")
+            t, d = act.shape[1], act.shape[2]
+            if t < 2:
+                return act
+            a = act[:, 1:t].reshape(-1, d).float()
+            with torch.no_grad():
+                delta = (fs[:, 1:t].reshape(-1, len(idx)) - sae.encode(a)[:, idx]) @ rows
+            out = act.clone()
+            out[:, 1:t] = (a + delta).view(n, t - 1, d).to(act.dtype)
+            return out
+
+        with adapter.hook(hook, fn):
+            yield
+
+    return inter
 
 
 def dci_first_written(
@@ -166,9 +204,12 @@ def run_hook(cfg: Config, model, world, hook: str, log=print) -> dict[str, Any]:
             "dead_features": int(((f > 0).sum(0) == 0).sum()),
             "seconds": round(fit_s, 1),
         }
-        for form in ("features", "subspace"):
+        for form in cfg.forms:
             t0 = time.perf_counter()
-            inter, _ = steering.sae_interchanger(sae, adapter, hook, read=readers, features=feats, form=form)
+            if form == "positionwise":
+                inter = positionwise_interchanger(sae, adapter, hook, feats)
+            else:
+                inter, _ = steering.sae_interchanger(sae, adapter, hook, read=readers, features=feats, form=form)
             ic = steering.evaluate_interchange(model, world, inter, cfg.factors, bases=bases)
             row = f"sae_{name}_{form}"
             out[row] = {
@@ -187,7 +228,9 @@ def run_hook(cfg: Config, model, world, hook: str, log=print) -> dict[str, Any]:
                 f"isolate {m['isolate']:.3f}  D {m['disentangle']:.3f}  parse {m['parse_rate']:.3f}  (FVU {fvu:.3f}, "
                 f"L0 {fit['l0']:.1f}, fit {fit_s:.0f} s)"
             )
-    # the supervised reference, read and edited the same way
+    if cfg.no_reference:
+        return out
+    # the supervised reference, read and edited the same way (one vector per source)
     per = {
         j: steering.diff_means_interchanger(adapter, hook, at_fw[j], held.factors, sizes, read=readers[j])
         for j in range(len(names))
@@ -236,12 +279,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for f in ("n_train", "n_eval", "n_pairs", "d_sae", "k", "steps", "batch", "seed", "dci_stages"):
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--forms", nargs="+", default=list(d.forms), choices=list(d.forms))
+    ap.add_argument("--no-reference", action="store_true", help="skip the difference-of-means row")
     ap.add_argument("--l1", type=float, default=d.l1)
     ap.add_argument("--out", default="runs/sae_baseline.json")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one hook (seconds), for the test")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = Config(**{k: getattr(args, k) for k in asdict(d) if k not in ("hooks", "factors")}, hooks=args.hooks)
+    cfg = Config(
+        **{k: getattr(args, k) for k in asdict(d) if k not in ("hooks", "factors", "forms", "no_reference")},
+        hooks=args.hooks,
+        forms=args.forms,
+        no_reference=args.no_reference,
+    )
     if args.smoke:
         cfg.hooks, cfg.n_train, cfg.n_eval, cfg.n_pairs = list(cfg.hooks)[:1], 60, 200, 4
         cfg.d_sae, cfg.k, cfg.steps, cfg.batch, cfg.dci_stages = 32, 4, 20, 128, 5
