@@ -25,3 +25,6 @@ TMP_SUFFIX = ".tmp"  # a file being written (atomic_write_bytes)
 PARTIAL_SUFFIX = ".partial"  # a folder being written (atomic_folder), or the old one after a swap
 READY_SUFFIX = ".ready"  # a complete new folder waiting to be renamed into place (no-exchange fallback)
 OLD_SUFFIX = ".old"  # the previous folder, moved aside during the fallback's two renames
+# a SAELens SAE folder (sae_lens.constants: SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME), read and written by steering/sae.py
+SAELENS_CONFIG_FILE = "cfg.json"
+SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"

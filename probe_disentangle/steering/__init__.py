@@ -1,6 +1,7 @@
 """Steering evaluation: set-to-value success / leakage (:mod:`.evaluate`), steerers fitted on
 labelled activations (:mod:`.baselines`), and RAVEL-style interchange interventions scored by
-Cause / Isolate / Disentangle (:mod:`.interchange`). Every name is re-exported here."""
+Cause / Isolate / Disentangle (:mod:`.interchange`), and SAELens sparse autoencoders as a baseline
+(:mod:`.sae`: load, train with SAELens, align and interchange). Every name is re-exported here."""
 
 from .baselines import (
     CodeSteerer,
@@ -41,14 +42,27 @@ from .interchange import (
     subspace_interchanger,
     vector_reader,
 )
+from .sae import (
+    SparseAutoencoder,
+    SparseAutoencoderConfig,
+    align_features,
+    factor_entropies,
+    load_saelens,
+    sae_interchanger,
+    save_saelens,
+    train_sae,
+)
 
 __all__ = [
     "BaseRound",
     "CodeSteerer",
     "FeatureInterchanger",
     "Interchanger",
+    "SparseAutoencoder",
+    "SparseAutoencoderConfig",
     "Steerer",
     "align",
+    "align_features",
     "base_generations",
     "class_mean_differences",
     "class_targets",
@@ -56,11 +70,13 @@ __all__ = [
     "diff_means_steerer",
     "evaluate_interchange",
     "evaluate_steering",
+    "factor_entropies",
     "factor_position_activations",
     "final_position_activations",
     "generate_world",
     "hook_tensors",
     "interchange_scores",
+    "load_saelens",
     "mutual_information_matrix",
     "parse_all",
     "pca_interchanger",
@@ -70,10 +86,13 @@ __all__ = [
     "principal_directions",
     "probe_interchanger",
     "probe_steerer",
+    "sae_interchanger",
     "sample_sources",
     "sample_tokens",
+    "save_saelens",
     "sequence_activations",
     "sequence_vectors",
     "subspace_interchanger",
+    "train_sae",
     "vector_reader",
 ]
