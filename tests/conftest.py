@@ -1,7 +1,13 @@
 """Tiny host models built inside the tests (nothing downloads)."""
 
-import pytest
-import torch
+import os
+
+# Triton reads TRITON_INTERPRET when it is first imported, and other tests import it indirectly
+# (diffusers, SAELens): set it here, before any of them, so test_kernels runs on the CPU interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session")
