@@ -36,6 +36,7 @@ TINY = {
         "hidden": 4,
         "q_hidden": 4,
     },
+    "prefix_code": {"d_in": 6, "vocab": 5, "n_pos": 4, "latent_dim": 2, "hidden": 8, "emb": 2},
     "ddpm_unet": {
         "sample_size": 8,
         "block_out_channels": [4, 8],

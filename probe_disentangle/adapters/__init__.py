@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import Activations, Adapter, HookError
+from .base import Activations, Adapter, HookError, InputRecord, past_length
 from .diffusers_unet import DiffusersUNetAdapter, is_diffusers_unet, load_unet
 from .hooked_transformer import HookedTransformerAdapter, is_transformer_lens, load_transformer
 from .torch_module import TorchModuleAdapter
@@ -40,9 +40,11 @@ __all__ = [
     "DiffusersUNetAdapter",
     "HookError",
     "HookedTransformerAdapter",
+    "InputRecord",
     "TorchModuleAdapter",
     "attach",
     "is_diffusers_unet",
     "load_transformer",
     "load_unet",
+    "past_length",
 ]

@@ -46,6 +46,54 @@ class Activations:
     conditioning: Tensor | None = None
 
 
+@dataclass
+class InputRecord:
+    """What one forward of a token host was given: ``tokens [B, T]``, the ``positions [B, T]`` of
+    those tokens in their sequences (a KV-cached step continues after the cache), and the
+    ``attention_mask`` covering the cache and these tokens (or None)."""
+
+    tokens: Tensor
+    positions: Tensor
+    attention_mask: Tensor | None = None
+
+    @property
+    def offset(self) -> int:
+        """How many positions came before these (0: a fresh sequence, not a cached step)."""
+        return int(self.positions[:, 0].min()) if self.positions.numel() else 0
+
+
+def _input_tokens(args: tuple, kwargs: dict) -> Any:
+    for key in ("input_ids", "input", "tokens"):
+        if kwargs.get(key) is not None:
+            return kwargs[key]
+    return args[0] if args else None
+
+
+def past_length(kwargs: dict) -> int | None:
+    """Cached positions a forward continues after, from the keyword arguments Hugging Face and
+    TransformerLens pass (``cache_position``, ``past_key_values`` as a Cache or legacy tuples,
+    ``past_kv_cache``); None when the call says nothing (a full forward)."""
+    cp = kwargs.get("cache_position")
+    if isinstance(cp, Tensor) and cp.numel():
+        return int(cp.reshape(-1)[0])
+    for key in ("past_key_values", "cache", "past_kv_cache"):
+        cache = kwargs.get(key)
+        if cache is None:
+            continue
+        if hasattr(cache, "get_seq_length"):
+            return int(cache.get_seq_length())
+        if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
+            first = cache[0][0]
+            if isinstance(first, Tensor):
+                return int(first.shape[-2])
+        entries = getattr(cache, "entries", None)  # TransformerLens HookedTransformerKeyValueCache
+        if entries:
+            keys = getattr(entries[0], "past_keys", None)
+            if isinstance(keys, Tensor):
+                return int(keys.shape[1])
+    return None
+
+
 def close_matches(name: str, names: list[str], n: int = 5) -> list[str]:
     hits = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
     if not hits:  # fall back to names sharing the last component
@@ -147,6 +195,38 @@ class Adapter:
         """Within the context, every forward of the host has its vectors at ``hook`` replaced by ``fn(vectors)``."""
         with self.hook(hook, lambda act: self.edit_tensor(act, fn)):
             yield
+
+    @contextlib.contextmanager
+    def track_inputs(self) -> Iterator[list[InputRecord]]:
+        """Within the context, every forward of the host appends an :class:`InputRecord` (its token
+        ids and their positions) to the yielded list, before any layer runs: how a token id or a
+        position reaches a head as conditioning, for prompts and KV-cached steps alike.
+
+        Positions come from ``position_ids`` when the call passes them, else from the cache length
+        (:func:`past_length`) plus 0..T-1; a call with neither is a full forward from position 0."""
+        records: list[InputRecord] = []
+
+        def _pre(mod, args, kwargs):
+            tokens = _input_tokens(args, kwargs)
+            if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+                raise TypeError(
+                    "conditioning on tokens needs the host called with token ids [batch, positions] "
+                    f"(got {type(tokens).__name__}); tokenize first (model.to_tokens / a tokenizer)"
+                )
+            pos = kwargs.get("position_ids")
+            if not isinstance(pos, Tensor):
+                start = past_length(kwargs) or 0
+                pos = torch.arange(start, start + tokens.shape[1], device=tokens.device).expand_as(tokens)
+            mask = kwargs.get("attention_mask")
+            records.append(InputRecord(tokens, pos.expand_as(tokens), mask if isinstance(mask, Tensor) else None))
+
+        handle = self.model.register_forward_pre_hook(_pre, with_kwargs=True)
+        self._live.append(handle)
+        try:
+            yield records
+        finally:
+            handle.remove()
+            self._live.remove(handle)
 
     @property
     def live_hooks(self) -> int:

@@ -2,8 +2,8 @@
 
 ``vae`` (VAEHead: any VAE-family objective), ``joint_vae`` (categorical + Gaussian latents),
 ``infogan`` (InfoGAN on activation vectors), ``sequence`` (per-token heads whose code is read
-from a sequence's prefix, conditioned on token id and position), ``pairs`` (Ada-GVAE on pairs
-that differ in unnamed factors); ``common`` holds what they share.
+from a sequence's prefix, conditioned on token id and position; Ada-GVAE on pairs that differ in
+unnamed factors); ``common`` holds what they share.
 
 Each head defines its own training step (FactorVAE and InfoGAN alternate two optimisers) and
 never imports the trainer: the trainer passes in an ``optimize(name, loss)`` callback. Heads
@@ -14,6 +14,7 @@ conditioning tensor that the adapter provides.
 from .common import DECODERS, AdditiveDecoder, mlp
 from .infogan import InfoGANHead, InfoGANHeadConfig
 from .joint_vae import JointVAEHead, JointVAEHeadConfig
+from .sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
 from .vae import VAEHead, VAEHeadConfig
 
 __all__ = [
@@ -23,7 +24,11 @@ __all__ = [
     "InfoGANHeadConfig",
     "JointVAEHead",
     "JointVAEHeadConfig",
+    "PrefixCodeConfig",
+    "PrefixCodeHead",
+    "PrefixFitConfig",
     "VAEHead",
     "VAEHeadConfig",
+    "fit_prefix_code",
     "mlp",
 ]

@@ -1,7 +1,8 @@
 """Steering evaluation: set-to-value success / leakage (:mod:`.evaluate`), steerers fitted on
 labelled activations (:mod:`.baselines`), and RAVEL-style interchange interventions scored by
 Cause / Isolate / Disentangle (:mod:`.interchange`), and SAELens sparse autoencoders as a baseline
-(:mod:`.sae`: load, train with SAELens, align and interchange). Every name is re-exported here."""
+(:mod:`.sae`: load, train with SAELens, align and interchange), and per-token sequence heads
+read and steered on every position, KV-cached steps included (:mod:`.sequence`). Every name is re-exported here."""
 
 from .baselines import (
     CodeSteerer,
@@ -52,6 +53,7 @@ from .sae import (
     save_saelens,
     train_sae,
 )
+from .sequence import group_targets, prefix_codes, prefix_steerer, read_sequences, steer_sequences
 
 __all__ = [
     "BaseRound",
@@ -74,6 +76,7 @@ __all__ = [
     "factor_position_activations",
     "final_position_activations",
     "generate_world",
+    "group_targets",
     "hook_tensors",
     "interchange_scores",
     "load_saelens",
@@ -82,16 +85,20 @@ __all__ = [
     "pca_interchanger",
     "pca_steerer",
     "position_activations",
+    "prefix_codes",
+    "prefix_steerer",
     "positional_diff_means_steerer",
     "principal_directions",
     "probe_interchanger",
     "probe_steerer",
+    "read_sequences",
     "sae_interchanger",
     "sample_sources",
     "sample_tokens",
     "save_saelens",
     "sequence_activations",
     "sequence_vectors",
+    "steer_sequences",
     "subspace_interchanger",
     "train_sae",
     "vector_reader",

@@ -1,0 +1,174 @@
+"""Reading and steering with per-token sequence heads (:class:`~probe_disentangle.heads.PrefixCodeHead`).
+
+The head needs, besides each vector, its token id and position: the adapter's
+:meth:`~probe_disentangle.adapters.Adapter.track_inputs` provides them for every forward, prompt
+and KV-cached step alike. Steering edits every position but BOS; across a cached generation
+the steerer carries each sequence's evidence sums, so a cached step is edited exactly as the
+same position is in a full forward of the whole prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..adapters import Adapter, InputRecord
+from ..heads.sequence import PrefixCodeHead, State
+from .baselines import mutual_information_matrix
+
+Targets = Mapping[tuple[int, int], tuple[list[int], list[float]]]
+
+
+@torch.no_grad()
+def read_sequences(
+    adapter: Adapter, hook: str, tokens: Tensor, attention_mask: Tensor | None = None, batch: int = 256
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every position's vector at ``hook`` for token sequences ``[N, T]``: ``acts [N, T, d]``,
+    conditioning ``[N, T, 2]`` (token id, position), and the mask of positions a sequence head
+    reads (real tokens, BOS excluded)."""
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+        raise TypeError(
+            f"tokens must be an integer tensor [sequences, positions], got {getattr(tokens, 'shape', tokens)}"
+        )
+    adapter.check_hook(hook)
+    device = next(adapter.model.parameters()).device
+    acts, conds = [], []
+    for s in range(0, len(tokens), batch):
+        seen: list[Tensor] = []
+        kw: dict[str, Any] = {}
+        if attention_mask is not None:
+            kw["attention_mask"] = attention_mask[s : s + batch].to(device)
+        with adapter.track_inputs() as records, adapter.hook(hook, lambda a, seen=seen: seen.append(a.detach())):
+            adapter.model(tokens[s : s + batch].to(device), **kw)
+        rec = records[0]
+        acts.append(seen[0].float().cpu())
+        conds.append(torch.stack([rec.tokens, rec.positions], -1).long().cpu())
+    mask = torch.ones(tokens.shape, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
+    mask[:, 0] = False
+    return torch.cat(acts), torch.cat(conds), mask
+
+
+def _edit_fn(edits: Mapping[int, float] | Callable[[Tensor], Tensor], k: int) -> Callable[[Tensor], Tensor]:
+    if callable(edits):
+        return edits
+    if not isinstance(edits, Mapping) or not edits:
+        raise TypeError(
+            f"edits must be a non-empty mapping {{latent index: value}} or a function of the codes, got {edits!r}"
+        )
+    for i, v in edits.items():
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < k:
+            raise ValueError(f"latent index {i!r} out of range: the head has {k} latents (0..{k - 1})")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not torch.isfinite(torch.tensor(float(v))):
+            raise ValueError(f"edit for latent {i} must be a finite number, got {v!r}")
+    idx = torch.tensor(list(edits), dtype=torch.long)
+    val = torch.tensor([float(v) for v in edits.values()])
+
+    def fn(z: Tensor) -> Tensor:
+        z2 = z.clone()
+        z2[..., idx.to(z.device)] = val.to(z)
+        return z2
+
+    return fn
+
+
+@contextlib.contextmanager
+def steer_sequences(
+    adapter: Adapter,
+    hook: str,
+    head: PrefixCodeHead,
+    edits: Mapping[int, float] | Callable[[Tensor], Tensor],
+) -> Iterator[None]:
+    """Within the context every forward of the host has its vectors at ``hook`` edited at every
+    position but BOS: a' = a + s·(dec(z', c) − dec(z, c)) with z the prefix code and z' = z with
+    latents set (``{latent: value}``) or ``edits(z)``. A KV-cached step continues the evidence of
+    the forwards before it (a fresh forward, from position 0, starts a new sequence)."""
+    edit = _edit_fn(edits, head.latent_dim)
+    head_device = next(head.parameters()).device
+    state: dict[str, Any] = {"sums": None, "next": None}
+
+    def _hook(act: Tensor) -> Tensor:
+        rec: InputRecord = records[-1]
+        B, T, _ = act.shape
+        if rec.tokens.shape != (B, T):
+            raise ValueError(
+                f"the host's input {tuple(rec.tokens.shape)} does not match the activation at {hook!r} {tuple(act.shape)}; "
+                "sequence steering needs a hook with one vector per input token"
+            )
+        offset = rec.offset
+        sums: State | None = None
+        if offset > 0:
+            if state["sums"] is None or state["next"] != offset or state["sums"][0].shape[0] != B:
+                raise RuntimeError(
+                    f"a KV-cached step at position {offset} arrived without the forwards before it inside this "
+                    "steering context; run the prompt inside the context too"
+                )
+            sums = state["sums"]
+        cond = torch.stack([rec.tokens, rec.positions], -1).long().to(head_device)
+        mask = rec.positions.to(head_device) > 0
+        if rec.attention_mask is not None:
+            mask &= rec.attention_mask[:, -T:].to(head_device).bool()
+        new, sums = head.edit(act.to(head_device), cond, mask, edit, sums)
+        state["sums"], state["next"] = sums, offset + T
+        return new.to(act.device, act.dtype)
+
+    with adapter.track_inputs() as records, adapter.hook(hook, _hook):
+        yield
+
+
+def prefix_codes(adapter: Adapter, hook: str, head: PrefixCodeHead, tokens: Tensor, batch: int = 256) -> Tensor:
+    """The head's codes ``[N, T, k]`` of token sequences ``[N, T]`` (position t: the evidence up to t)."""
+    acts, cond, mask = read_sequences(adapter, hook, tokens, batch=batch)
+    dev = next(head.parameters()).device
+    return head.codes(acts.to(dev), cond.to(dev), mask.to(dev)).cpu()
+
+
+def group_targets(
+    codes: Tensor, factors: Tensor, sizes: list[int], strength: float = 1.0, min_share: float = 0.3
+) -> tuple[dict[tuple[int, int], tuple[list[int], list[float]]], list[list[int]]]:
+    """Latents grouped by factor after a label-free fit (labels used only here, to name latents):
+    a latent belongs to the factor it shares most information with, relative to the factor's
+    entropy, if that share is at least ``min_share``; a factor owning none takes its highest-MI
+    latent; collapsed latents (std ≤ 0.1) join none. Each value's target is its class mean of
+    the group's codes, pushed ``strength`` times from the group's overall mean."""
+    c, f = np.asarray(codes, dtype=np.float64), np.asarray(factors)
+    mi = mutual_information_matrix(c, f)
+    ent = np.array([_entropy(f[:, j]) for j in range(f.shape[1])])
+    share = mi / np.maximum(ent, 1e-12)
+    owner = share.argmax(1)
+    active = c.std(0) > 0.1
+    groups = []
+    for j in range(f.shape[1]):
+        g = [i for i in range(c.shape[1]) if active[i] and owner[i] == j and share[i, j] >= min_share]
+        groups.append(g or [int(mi[:, j].argmax())])
+    out = {}
+    for j, g in enumerate(groups):
+        overall = c[:, g].mean(0)
+        for v in range(sizes[j]):
+            rows = c[f[:, j] == v][:, g]
+            t = overall + strength * (rows.mean(0) - overall) if len(rows) else overall
+            out[(j, v)] = (list(g), [float(x) for x in t])
+    return out, groups
+
+
+def _entropy(x) -> float:
+    p = np.bincount(np.asarray(x).astype(int)) / len(x)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def prefix_steerer(adapter: Adapter, hook: str, head: PrefixCodeHead, targets: Targets):
+    """A :data:`~probe_disentangle.steering.Steerer` for ``evaluate_steering``: ``steerer(factor,
+    value)`` sets the latents ``targets[(factor, value)]`` names to its values."""
+
+    @contextlib.contextmanager
+    def steer(factor: int, value: int) -> Iterator[None]:
+        idx, vals = targets[(factor, value)]
+        with steer_sequences(adapter, hook, head, dict(zip(idx, vals, strict=True))):
+            yield
+
+    return steer
