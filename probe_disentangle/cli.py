@@ -108,6 +108,8 @@ def _fit(args: argparse.Namespace) -> int:
     device = _device(args.device)
     host = load_host(args.model, device)
     batches = _data(args, host, n_default=20_000)
+    if args.condition or args.pairs:
+        return _fit_sequence(args, host, batches, out)
     objective_args = dict(json.loads(args.objective_args)) if args.objective_args else {}
     if args.beta is not None:
         objective_args["beta"] = args.beta
@@ -167,6 +169,84 @@ def _fit(args: argparse.Namespace) -> int:
     last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
     print(f"fitted {what} at {args.hook} of {args.model}: {result.step} steps; {last}")
     print(f"saved probe to {out}  (directions: {out / DIRECTIONS_FILE})")
+    return 0
+
+
+PAIRS_FORMAT = (
+    "a safetensors file with two int tensors 'a' and 'b' [N, T]: row i of 'a' and row i of 'b' are token "
+    "sequences that differ in some factors (which ones is not given), e.g. minimal pairs or contrast pairs"
+)
+
+
+def _condition(text: str) -> tuple[str, ...]:
+    parts = tuple(sorted(p.strip() for p in text.split(",") if p.strip()))
+    if parts != ("position", "token"):
+        raise ValueError(f"--condition {text!r}: a sequence head conditions on both, write --condition token,position")
+    return parts
+
+
+def _sequences(adapter, hook: str, batches, pad_id: int | None):
+    """(acts, cond, mask) of every host batch, padding masked by the batch's attention mask or pad id."""
+    import torch
+
+    from .steering.sequence import read_sequences
+
+    parts = []
+    for b in batches:
+        tokens, attn = (b["tokens"], b.get("attention_mask")) if isinstance(b, dict) else (b, None)
+        if attn is None and pad_id is not None:
+            attn = (tokens != pad_id).long()
+            attn[:, 0] = 1
+        parts.append(read_sequences(adapter, hook, tokens, attn))
+    return tuple(torch.cat(x) for x in zip(*parts, strict=True))
+
+
+def _fit_sequence(args: argparse.Namespace, host, batches, out: Path) -> int:
+    """``fit --condition token,position [--pairs FILE]``: a per-token prefix-code head (heads/sequence.py)."""
+    from .adapters import attach
+    from .constants import CONFIG_FILE
+    from .heads.sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
+
+    _condition(args.condition or "token,position")
+    if (out / CONFIG_FILE).exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds a saved head; pass --overwrite to replace it or choose another --out")
+    if args.span or args.categorical:
+        raise ValueError("--span and --categorical do not apply to a per-token sequence head; drop them")
+    adapter = attach(host.model)
+    adapter.check_hook(args.hook)
+    acts, cond, mask = _sequences(adapter, args.hook, batches, host.pad_id)
+    vocab = int(getattr(getattr(host.model, "cfg", None), "d_vocab", 0) or host.model.config.vocab_size)
+    n_pos = int(cond[..., 1].max()) + 1 if args.max_positions is None else args.max_positions
+    centre = "token_position" if vocab * n_pos * acts.shape[-1] <= (1 << 24) else "position"
+    cfg = PrefixCodeConfig(
+        d_in=acts.shape[-1],
+        vocab=vocab,
+        n_pos=n_pos,
+        latent_dim=args.latents,
+        hidden=args.hidden,
+        centre=centre,
+        beta=4.0 if args.beta is None else args.beta,
+    )
+    head = PrefixCodeHead(cfg)
+    pairs = None
+    if args.pairs:
+        import safetensors.torch
+
+        try:
+            data = safetensors.torch.load_file(args.pairs)
+        except Exception as err:
+            raise ValueError(f"--pairs {args.pairs}: cannot read it ({err}); write {PAIRS_FORMAT}") from None
+        if set(data) != {"a", "b"} or data["a"].shape != data["b"].shape or data["a"].is_floating_point():
+            raise ValueError(f"--pairs {args.pairs} holds {sorted(data)}; write {PAIRS_FORMAT}")
+        pairs = tuple(_sequences(adapter, args.hook, [data[k]], host.pad_id) for k in ("a", "b"))
+    fit = PrefixFitConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    result = fit_prefix_code(head, acts, cond, mask, fit, pairs=pairs)
+    io.save(head, out, extra={"hook": args.hook, "model": args.model, "kind": "sequence"})
+    what = "pair-supervised (Ada-GVAE)" if pairs else "unsupervised (β-TCVAE)"
+    print(
+        f"fitted a per-token prefix-code head, {what}, {args.latents} latents, at {args.hook} of {args.model} on "
+        f"{int(mask.sum())} token vectors: {args.steps} steps, loss {result['loss']:.4g}; saved to {out}"
+    )
     return 0
 
 
@@ -272,8 +352,11 @@ def _steer(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     host = load_host(args.model, device)
-    probe = Probe.from_pretrained(args.probe, host.model)
-    probe.head.to(device)
+    steer_ctx = _sequence_steerer(args.probe, host)  # a per-token sequence head edits every position
+    if steer_ctx is None:
+        probe = Probe.from_pretrained(args.probe, host.model)
+        probe.head.to(device)
+        steer_ctx = lambda e: probe.steer(edits=e)  # noqa: E731
     if args.prompt_ids:
         ids = [int(x) for x in args.prompt_ids.split(",")]
     elif host.encode is not None:
@@ -307,12 +390,30 @@ def _steer(args: argparse.Namespace) -> int:
         if e is None:
             seqs = generate(host.model, prompt, args.max_new_tokens, **kwargs)
         else:
-            with probe.steer(edits=e):
+            with steer_ctx(e):
                 seqs = generate(host.model, prompt, args.max_new_tokens, **kwargs)
         print(f"[{label}]")
         for seq in seqs.tolist():
             print("  " + show([t for t in seq if t != host.pad_id] if host.world is not None else seq))
     return 0
+
+
+def _sequence_steerer(folder: str, host):
+    """For a folder `fit --condition` wrote: edits on every position (KV-cached steps included); else None."""
+    from .constants import CONFIG_FILE
+
+    path = Path(folder) / CONFIG_FILE
+    if (Path(folder) / PROBE_FILE).exists() or not path.exists():
+        return None
+    meta = json.loads(path.read_text())
+    if meta.get("kind") != "sequence":
+        return None
+    from .adapters import attach
+    from .steering.sequence import steer_sequences
+
+    head = io.load(folder, next(host.model.parameters()).device)
+    adapter = attach(host.model)
+    return lambda edits: steer_sequences(adapter, meta["hook"], head, edits)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -428,6 +529,14 @@ def main(argv: list[str] | None = None) -> int:
         default=32,
         help="additive decoder: width per latent (0: linear, a direction each)",
     )
+    p.add_argument(
+        "--condition",
+        default="",
+        help="token,position: a per-token prefix-code head conditioned on each vector's token id and position "
+        "(one vector per token, every position edited by `steer`)",
+    )
+    p.add_argument("--pairs", default="", help="pair-supervised (Ada-GVAE) sequence head: " + PAIRS_FORMAT)
+    p.add_argument("--max-positions", type=int, default=None, help="sequence head: positions it can condition on")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1024, help="activation vectors per head step")
     p.add_argument(

@@ -161,3 +161,49 @@ def test_demo_refuses_zero_restarts(capsys):
     assert "--no-joint skips the joint head" in capsys.readouterr().err
     assert cli.main(["demo", "--n-interchange", "-1", "--out", "unused"]) == 2
     assert "0 skips the interchange evaluation" in capsys.readouterr().err
+
+
+def test_fit_and_steer_a_per_token_sequence_head(tmp_path, capsys):
+    """`fit --condition token,position` fits a prefix-code head (one vector per token), `--pairs`
+    the pair-supervised one; `steer` then edits every position of the generation."""
+    pytest.importorskip("transformer_lens")
+    import numpy as np
+    import safetensors.torch
+    import torch
+
+    from probe_disentangle.hosts import load_host
+
+    out = tmp_path / "seq"
+    base = ["fit", "factor_lm", "--hook", "blocks.1.hook_resid_post", "--steps", "15", "--latents", "4"]
+    common = ["--sequences", "300", "--no-progress", "--batch-size", "512"]
+    assert cli.main([*base, "--out", str(out), "--condition", "token,position", *common]) == 0
+    assert "unsupervised" in capsys.readouterr().out
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["architecture"] == "prefix_code" and meta["kind"] == "sequence"
+    assert meta["hook"] == "blocks.1.hook_resid_post" and meta["config"]["latent_dim"] == 4
+    assert cli.main([*base, "--out", str(out), "--condition", "token,position", *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main([*base, "--out", str(tmp_path / "x"), "--condition", "token", *common]) == 2
+    assert "token,position" in capsys.readouterr().err
+
+    world = load_host("factor_lm").world
+    rng = np.random.default_rng(0)
+    fa = world.sample_factors(100, rng)
+    fb = fa.copy()
+    fb[:, 0] = (fb[:, 0] + 1) % world.factor_sizes[0]
+    pairs = tmp_path / "pairs.safetensors"
+    safetensors.torch.save_file({k: torch.as_tensor(world.render(f)).long() for k, f in (("a", fa), ("b", fb))}, pairs)
+    assert cli.main([*base, "--out", str(tmp_path / "pairs"), "--pairs", str(pairs), *common]) == 0
+    assert "pair-supervised" in capsys.readouterr().out
+    bad = tmp_path / "bad.safetensors"
+    safetensors.torch.save_file({"tokens": torch.zeros(2, 3, dtype=torch.long)}, bad)
+    assert cli.main([*base, "--out", str(tmp_path / "bad"), "--pairs", str(bad), *common]) == 2
+    assert "'a' and 'b'" in capsys.readouterr().err
+
+    steer = ["steer", str(out), "factor_lm", "--prompt", "#red", "--max-new-tokens", "6", "--temperature", "0"]
+    assert cli.main([*steer, "--traverse", "1", "--values=-3,3"]) == 0
+    printed = capsys.readouterr().out
+    assert "[unsteered]" in printed and "[z1 = +3.00]" in printed
+    assert cli.main([*steer, "--add", "0=2"]) == 0
+    assert cli.main([*steer, "--set", "9=1"]) == 2
+    assert "out of range" in capsys.readouterr().err

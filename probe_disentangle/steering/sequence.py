@@ -10,6 +10,7 @@ same position is in a full forward of the whole prefix.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -53,24 +54,28 @@ def read_sequences(
     return torch.cat(acts), torch.cat(conds), mask
 
 
-def _edit_fn(edits: Mapping[int, float] | Callable[[Tensor], Tensor], k: int) -> Callable[[Tensor], Tensor]:
+def _edit_fn(edits: Mapping[int, Any] | Callable[[Tensor], Tensor], k: int) -> Callable[[Tensor], Tensor]:
+    """``{latent: value}`` sets, ``{latent: ("add", delta)}`` shifts; a function of the codes is used as is."""
     if callable(edits):
         return edits
     if not isinstance(edits, Mapping) or not edits:
         raise TypeError(
             f"edits must be a non-empty mapping {{latent index: value}} or a function of the codes, got {edits!r}"
         )
-    for i, v in edits.items():
+    plan = []
+    for i, e in edits.items():
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < k:
             raise ValueError(f"latent index {i!r} out of range: the head has {k} latents (0..{k - 1})")
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not torch.isfinite(torch.tensor(float(v))):
-            raise ValueError(f"edit for latent {i} must be a finite number, got {v!r}")
-    idx = torch.tensor(list(edits), dtype=torch.long)
-    val = torch.tensor([float(v) for v in edits.values()])
+        add = isinstance(e, tuple) and len(e) == 2 and e[0] in ("add", "set")
+        v = e[1] if add else e
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"edit for latent {i} must be a finite number, ('set', v) or ('add', delta); got {e!r}")
+        plan.append((i, float(v), add and e[0] == "add"))
 
     def fn(z: Tensor) -> Tensor:
         z2 = z.clone()
-        z2[..., idx.to(z.device)] = val.to(z)
+        for i, v, shift in plan:
+            z2[..., i] = z2[..., i] + v if shift else torch.full_like(z2[..., i], v)
         return z2
 
     return fn
