@@ -239,3 +239,33 @@ def test_transformer_lens_bridge_sequences_are_read_and_steered(tiny_bridge):
         with steer_sequences(adapter, hook, head, {1: 2.5}):
             steered = tiny_bridge(tokens[:2])
     assert (steered - plain).abs().amax() > 1e-5 and adapter.live_hooks == 0
+
+
+def test_prefix_interchange_on_the_factor_lm_reads_sources_and_swaps_only_the_group():
+    pytest.importorskip("transformer_lens")
+    from probe_disentangle.hosts import load_host
+    from probe_disentangle.steering import evaluate_interchange, prefix_interchanger, source_codes
+
+    host = load_host("factor_lm")
+    model, world = host.model, host.world
+    adapter, hook = attach(model), "blocks.1.hook_resid_post"
+    tokens = torch.from_numpy(world.sample(120, 0)[1]).long()
+    attn = (tokens != world.tokenizer.pad_id).long()
+    acts, cond, mask = read_sequences(adapter, hook, tokens, attn)
+    assert not mask[tokens == world.tokenizer.pad_id].any()
+    head = PrefixCodeHead(PrefixCodeConfig(d_in=acts.shape[-1], vocab=world.vocab_size, n_pos=tokens.shape[1]))
+    fit_prefix_code(head, acts, cond, mask, PrefixFitConfig(steps=5, batch_size=256))
+    codes = head.codes(acts, cond, mask)
+    last = attn.sum(1) - 1  # the last real token of each sentence
+    src = source_codes(adapter, hook, head, tokens[:7], world.tokenizer.pad_id)
+    assert torch.allclose(src, codes[torch.arange(7), last[:7]], atol=1e-5)
+    # swapping no latent reproduces every base exactly: Cause 0, Isolate 1
+    none = prefix_interchanger(adapter, hook, head, [[] for _ in world.factor_names], world.tokenizer.pad_id)
+    res = evaluate_interchange(model, world, none, factors=[0], n=6, seed=3)
+    assert res["per_factor"]["animal"]["cause"] == 0.0 and res["per_factor"]["animal"]["isolate"] == 1.0
+    some = prefix_interchanger(adapter, hook, head, [[0, 1]] * world.num_factors, world.tokenizer.pad_id)
+    with pytest.raises(ValueError, match="one batch"), some(0, world.render(world.sample_factors(3, 0))):
+        model(tokens[:2])
+    with pytest.raises(ValueError, match="out of range"), some(99, tokens[:2]):
+        pass
+    assert adapter.live_hooks == 0

@@ -53,7 +53,15 @@ from .sae import (
     save_saelens,
     train_sae,
 )
-from .sequence import group_targets, prefix_codes, prefix_steerer, read_sequences, steer_sequences
+from .sequence import (
+    group_targets,
+    prefix_codes,
+    prefix_interchanger,
+    prefix_steerer,
+    read_sequences,
+    source_codes,
+    steer_sequences,
+)
 
 __all__ = [
     "BaseRound",
@@ -86,6 +94,7 @@ __all__ = [
     "pca_steerer",
     "position_activations",
     "prefix_codes",
+    "prefix_interchanger",
     "prefix_steerer",
     "positional_diff_means_steerer",
     "principal_directions",
@@ -96,6 +105,7 @@ __all__ = [
     "sample_sources",
     "sample_tokens",
     "save_saelens",
+    "source_codes",
     "sequence_activations",
     "sequence_vectors",
     "steer_sequences",

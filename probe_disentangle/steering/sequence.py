@@ -177,3 +177,50 @@ def prefix_steerer(adapter: Adapter, hook: str, head: PrefixCodeHead, targets: T
             yield
 
     return steer
+
+
+def source_codes(
+    adapter: Adapter, hook: str, head: PrefixCodeHead, tokens: Tensor, pad_id: int | None = None
+) -> Tensor:
+    """Each sequence's code ``[n, k]``: the prefix code after its last real token (``pad_id``
+    positions give no evidence, so the last column holds it)."""
+    tokens = torch.as_tensor(tokens).long()
+    attn = None if pad_id is None else (tokens != pad_id).long()
+    if attn is not None:
+        attn[:, 0] = 1
+    acts, cond, mask = read_sequences(adapter, hook, tokens, attn)
+    dev = next(head.parameters()).device
+    return head.codes(acts.to(dev), cond.to(dev), mask.to(dev))[:, -1].cpu()
+
+
+def prefix_interchanger(
+    adapter: Adapter, hook: str, head: PrefixCodeHead, groups: list[list[int]], pad_id: int | None = None
+):
+    """An :data:`~probe_disentangle.steering.Interchanger` for a prefix-code head: for factor f,
+    the latents ``groups[f]`` of every position of base row i are set to source i's sequence code
+    there (:func:`source_codes`); the other latents, and what the head does not reconstruct, stay
+    the base's. Every forward inside must have one row per source (KV-cached steps included)."""
+
+    @contextlib.contextmanager
+    def interchange(factor: int, sources) -> Iterator[None]:
+        if not 0 <= int(factor) < len(groups):
+            raise ValueError(f"factor {factor} out of range: the groups cover factors 0..{len(groups) - 1}")
+        g = torch.as_tensor(list(groups[int(factor)]), dtype=torch.long)
+        src = source_codes(adapter, hook, head, torch.as_tensor(sources), pad_id)
+        n = len(src)
+
+        def swap(z: Tensor) -> Tensor:
+            if z.shape[0] != n:
+                raise ValueError(
+                    f"the host ran a batch of {z.shape[0]} rows inside an interchange with {n} sources; "
+                    "run the base inputs as one batch with row i paired with source i"
+                )
+            z2 = z.clone()
+            if len(g):
+                z2[..., g.to(z.device)] = src.to(z)[:, None, g.to(z.device)].expand(-1, z.shape[1], -1)
+            return z2
+
+        with steer_sequences(adapter, hook, head, swap):
+            yield
+
+    return interchange
