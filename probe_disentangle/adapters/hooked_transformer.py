@@ -188,7 +188,12 @@ class HookedTransformerAdapter(Adapter):
             rows = torch.arange(B, device=act.device)
             return Activations(act[:, start:stop].reshape(B, -1), torch.stack([rows, torch.full_like(rows, start)], 1))
         mask = self.position_mask(act, batch)
-        return Activations(act[mask], mask.nonzero())
+        idx = mask.nonzero()
+        tokens, _ = self._tokens(batch)
+        cond = None  # (token id, position) of each vector: what a conditional head is told for free
+        if isinstance(tokens, Tensor) and tokens.shape == mask.shape:
+            cond = torch.stack([tokens.to(act.device)[mask], idx[:, 1]], 1)
+        return Activations(act[mask], idx, cond)
 
     def edit_tensor(self, act: Tensor, fn: VectorFn) -> Tensor:
         """Edit every position; a full-prompt forward (T > 1) keeps its BOS position as it was.

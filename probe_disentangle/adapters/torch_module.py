@@ -48,7 +48,11 @@ class TorchModuleAdapter(Adapter):
             if isinstance(batch, dict) and batch.get("attention_mask") is not None:
                 mask = batch["attention_mask"].to(act.device).bool()
             idx = mask.nonzero()
-            return Activations(act[mask], idx)
+            tokens = batch.get("input_ids", batch.get("tokens")) if isinstance(batch, dict) else batch
+            cond = None  # (token id, position) of each vector, when the batch is token ids
+            if isinstance(tokens, Tensor) and tokens.shape == mask.shape and not tokens.is_floating_point():
+                cond = torch.stack([tokens.to(act.device)[mask], idx[:, 1]], 1)
+            return Activations(act[mask], idx, cond)
         if layout == "channels":
             B, C, H, W = act.shape
             vec = act.permute(0, 2, 3, 1).reshape(B * H * W, C)  # (B·H·W, C)

@@ -34,6 +34,9 @@ def test_collect_matches_run_with_cache_and_excludes_bos(tiny_bridge):
     mask[0, 5:] = 0
     masked = attach(tiny_bridge).collect({"tokens": toks, "attention_mask": mask}, HOOK)
     assert masked.vectors.shape[0] == 18 - 2
+    # each vector's conditioning is its token id and position
+    assert torch.equal(acts.conditioning, torch.stack([toks[:, 1:].reshape(-1), acts.index[:, 1]], 1))
+    assert masked.conditioning.shape == (16, 2) and int(masked.conditioning[:, 1].max()) == 6
 
 
 def test_forward_stops_after_the_hook_layer(tiny_bridge):
@@ -105,6 +108,8 @@ def test_torch_module_layouts():
     ids = torch.tensor([[1, 2, 3], [4, 5, 0]])
     got = t.collect({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}, "emb")
     assert got.vectors.shape == (5, 6)
+    assert got.conditioning.tolist() == [[1, 0], [2, 1], [3, 2], [4, 0], [5, 1]]  # (token id, position)
+    assert a.collect(x, "0").conditioning is None  # images: nothing to tell
     with pytest.raises(ValueError, match="layout"):
         TorchModuleAdapter(Tok(), layout="pixels")
 
