@@ -106,7 +106,8 @@ class PrefixCodeHead(nn.Module):
         super().__init__()
         self.config = c = config or PrefixCodeConfig()
         self.register_buffer("mean_p", torch.zeros(c.n_pos, c.d_in))
-        self.register_buffer("scale_p", torch.ones(c.n_pos))
+        self.register_buffer("scale_p", torch.ones(c.n_pos))  # the decoder's target (and the edit's) scale
+        self.register_buffer("scale_enc", torch.ones(c.n_pos))  # the encoder's input: position-centred
         table = (c.vocab, c.n_pos) if c.centre == "token_position" else (0, 0)
         self.register_buffer("mean_tp", torch.zeros(*table, c.d_in))
         self.pos_emb = nn.Embedding(c.n_pos, c.emb)
@@ -158,10 +159,11 @@ class PrefixCodeHead(nn.Module):
             ok = n > 0
             flat[ok] = s[ok] / n[ok, None]
             self.mean_tp.copy_(flat.view(c.vocab, c.n_pos, c.d_in))
-        resid = (vectors.float() - self.centre(cond)).pow(2).mean(1)
-        sq = torch.zeros_like(self.scale_p).index_add_(0, pos, resid)
-        scale = (sq[seen] / cnt[seen]).sqrt()
-        self.scale_p[seen] = scale.clamp_min(0.05 * float(scale.max()))
+        for buf, centred in ((self.scale_enc, self.mean_p[pos]), (self.scale_p, self.centre(cond))):
+            resid = (vectors.float() - centred).pow(2).mean(1)
+            sq = torch.zeros_like(buf).index_add_(0, pos, resid)
+            scale = (sq[seen] / cnt[seen]).sqrt()
+            buf[seen] = scale.clamp_min(0.05 * float(scale.max()))
 
     def centre(self, cond: Tensor) -> Tensor:
         tok, pos = cond[..., 0].long(), cond[..., 1].long()
@@ -177,7 +179,7 @@ class PrefixCodeHead(nn.Module):
     def evidence(self, acts: Tensor, cond: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Per position: the evidence mean and precision ``[B, T, k]`` (precision 0 where masked)."""
         pos = cond[..., 1].long()
-        x = (acts - self.mean_p[pos]) / self.scale_p[pos, None]
+        x = (acts - self.mean_p[pos]) / self.scale_enc[pos, None]
         m, lp = self.encoder(torch.cat([x, self.pos_emb(pos)], -1)).chunk(2, -1)
         prec = lp.clamp(-10, 8).exp() * mask[..., None].to(acts.dtype)
         return m, prec
