@@ -172,7 +172,7 @@ def to_steering_vector(probe: Probe, latent: int, scale: float = 1.0, layer: int
         from steering_vectors import SteeringVector
     except ImportError as err:
         raise ImportError(
-            "the SteeringVector export needs steering-vectors: pip install 'probe-disentangle[steering]'"
+            "the SteeringVector export needs steering-vectors: pip install 'probe-disentangle[steering]' && pip install --no-deps steering-vectors"
         ) from err
     layer = _layer(probe, layer)
     return SteeringVector(layer_activations={layer: steering_vector(probe, latent, scale)}, layer_type=SV_LAYER_TYPE)
@@ -198,7 +198,7 @@ def load_steering_vector(path: str | Path) -> Any:
         from steering_vectors import SteeringVector
     except ImportError as err:
         raise ImportError(
-            "loading a SteeringVector needs steering-vectors: pip install 'probe-disentangle[steering]'"
+            "loading a SteeringVector needs steering-vectors: pip install 'probe-disentangle[steering]' && pip install --no-deps steering-vectors"
         ) from err
     tensors, meta = _read_safetensors(path)
     bad = [k for k in tensors if not (k.startswith(SV_PREFIX) and k[len(SV_PREFIX) :].isdigit())]

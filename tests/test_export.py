@@ -164,6 +164,7 @@ def test_cli_export_writes_each_format(tmp_path, capsys):
     assert cli.main([*run, "--format", "gguf", "--out", str(tmp_path / "v.gguf")]) == 0
     reader = gguf.GGUFReader(str(tmp_path / "v.gguf"))
     assert [t.name for t in reader.tensors] == ["direction.1"]
+    assert reader.fields["controlvector.model_hint"].contents() == "gpt2"  # the bridge's wrapped HF model
     expected = -1.5 * p.directions()[1]
     torch.testing.assert_close(torch.from_numpy(reader.tensors[0].data.copy()), expected, rtol=1e-5, atol=1e-6)
     assert "direction.1" in capsys.readouterr().out
@@ -172,3 +173,17 @@ def test_cli_export_writes_each_format(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*run, "--latent", "7", "--format", "safetensors", "--out", str(tmp_path / "w")]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_missing_optional_packages_name_the_extra(probe, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf now raises ImportError
+    monkeypatch.setitem(sys.modules, "steering_vectors", None)
+    with pytest.raises(ImportError, match=r"probe-disentangle\[gguf\]"):
+        export.export_gguf(probe, tmp_path / "v.gguf", LATENT, SCALE)
+    with pytest.raises(ImportError, match=r"probe-disentangle\[steering\].*--no-deps steering-vectors"):
+        export.to_steering_vector(probe, LATENT, SCALE)
+    path = export.export_steering_vector(probe, tmp_path / "sv.safetensors", LATENT, SCALE)  # needs neither
+    with pytest.raises(ImportError, match="steering"):
+        export.load_steering_vector(path)
