@@ -138,6 +138,18 @@ def test_export_direction_dispatches_and_refuses_unknown_format(probe, tmp_path)
     assert set(load_file(str(s))) == {"layer_activations.1"}
     with pytest.raises(ValueError, match="unknown export format 'onnx'"):
         export.export_direction(probe, tmp_path / "x", "onnx", LATENT, SCALE)
+    # layer= places the direction at another block (a hook that is not a block's output, on purpose)
+    o = export.export_direction(probe, tmp_path / "o.safetensors", "steering-vectors", LATENT, SCALE, layer=3)
+    assert set(load_file(str(o))) == {"layer_activations.3"}
+    with pytest.raises(ValueError, match="block index ≥ 0"):
+        export.export_direction(probe, tmp_path / "n.gguf", "gguf", LATENT, SCALE, layer=-1)
+    with pytest.raises(ValueError, match="drop it for safetensors"):
+        export.export_direction(probe, tmp_path / "n.safetensors", "safetensors", LATENT, SCALE, layer=1)
+
+
+def test_model_hint_is_the_hf_model_type_else_the_class_name(gpt2):
+    assert export.model_hint(gpt2) == "gpt2"
+    assert export.model_hint(torch.nn.Linear(2, 2)) == "Linear"
 
 
 def test_cli_export_writes_each_format(tmp_path, capsys):
