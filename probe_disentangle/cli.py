@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__, io, registry
 from .constants import DIRECTIONS_FILE, PROBE_FILE
+from .export import FORMATS
 
 
 def _architectures(args: argparse.Namespace) -> int:
@@ -398,6 +399,28 @@ def _steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import block_layer, export_direction
+    from .hosts import load_host
+    from .probe import Probe
+
+    device = _device(args.device)
+    host = load_host(args.model, device)
+    probe = Probe.from_pretrained(args.probe, host.model)
+    probe.head.to(device)
+    out = export_direction(probe, args.out, args.format, args.latent, args.scale, args.layer)
+    if args.format == "safetensors":
+        where = f"hook {probe.hook}"
+    else:
+        layer = args.layer if args.layer is not None else block_layer(probe)
+        where = f"direction.{layer}" if args.format == "gguf" else f"decoder_block {layer}"
+    print(
+        f"exported {args.scale:g} × the direction of latent {args.latent} of {args.probe} as {args.format}: {out} "
+        f"({out.stat().st_size:,} bytes, {where})"
+    )
+    return 0
+
+
 def _sequence_steerer(folder: str, host):
     """For a folder `fit --condition` wrote: edits on every position (KV-cached steps included); else None."""
     from .constants import CONFIG_FILE
@@ -576,6 +599,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_steer)
+    p = sub.add_parser(
+        "export",
+        help="write a saved probe's direction (scale × one latent's) for llama.cpp (GGUF control vector), "
+        "steering-vectors or as plain safetensors",
+    )
+    p.add_argument("probe", help="folder written by fit / save_pretrained")
+    p.add_argument("model", help="the model the probe was fitted on (as for steer)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--latent", type=int, required=True, help="which latent's direction")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies the direction (activation units per unit)")
+    p.add_argument("--out", required=True, help="file to write (.gguf, .safetensors)")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="block index to place it at (default: the block whose output the hook is)",
+    )
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=_export)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

@@ -35,6 +35,19 @@ class TorchModuleAdapter(Adapter):
     def module_for(self, hook: str) -> nn.Module:
         return self.model.get_submodule(hook)
 
+    def layer_of(self, hook: str) -> int | None:
+        """The index of the first ``ModuleList`` item on the hook's path (``transformer.h.3.mlp``
+        → 3, ``model.layers.5`` → 5); None when the path passes through no ``ModuleList``."""
+        module = self.model
+        for part in hook.split("."):
+            if isinstance(module, nn.ModuleList) and part.isdigit():
+                return int(part)
+            try:
+                module = module.get_submodule(part)
+            except AttributeError:
+                return None
+        return None
+
     def _layout(self, act: Tensor) -> str:
         if self.layout != "auto":
             return self.layout
