@@ -6,7 +6,7 @@ import torch
 from probe_disentangle import io
 from probe_disentangle.adapters import attach, past_length
 from probe_disentangle.heads import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
-from probe_disentangle.heads.sequence import ada_gvae_share
+from probe_disentangle.heads.sequence import ada_gvae_share, heldout_loss
 from probe_disentangle.steering import group_targets, prefix_codes, read_sequences, steer_sequences
 
 
@@ -131,6 +131,12 @@ def test_a_label_free_fit_finds_each_factor_from_where_it_is_written():
     std = [[float(z[:, t, best[j]].std()) for t in range(6)] for j in range(2)]
     assert max(std[0][:2]) < 0.1 and min(std[0][2:]) > 0.5, std
     assert max(std[1][:4]) < 0.15 and min(std[1][4:]) > 0.5, std
+    # the held-out objective, a label-free restart score: reproducible, and far lower than before the fit
+    held = [x[600:] for x in _toy_world(n=800)[:3]]  # the same world (its matrices are drawn first), new rows
+    before = heldout_loss(_head(centre="position"), *held)
+    after = heldout_loss(head, *held)
+    assert after == heldout_loss(head, *held)
+    assert after["recon"] < 0.5 * before["recon"], (before, after)
     targets, groups = group_targets(z[:, -1], f, [2, 2])
     assert best[0] in groups[0] and best[1] in groups[1] and set(targets) == {(0, 0), (0, 1), (1, 0), (1, 1)}
 

@@ -14,7 +14,7 @@ conditioning tensor that the adapter provides.
 from .common import DECODERS, AdditiveDecoder, mlp
 from .infogan import InfoGANHead, InfoGANHeadConfig
 from .joint_vae import JointVAEHead, JointVAEHeadConfig
-from .sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
+from .sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code, heldout_loss
 from .vae import VAEHead, VAEHeadConfig
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "VAEHead",
     "VAEHeadConfig",
     "fit_prefix_code",
+    "heldout_loss",
     "mlp",
 ]

@@ -342,3 +342,26 @@ def _pair_loss(head: PrefixCodeHead, batch: list[tuple[Tensor, Tensor, Tensor]],
         "regulariser": reg,
         "shared": sh.float().mean(),
     }
+
+
+@torch.no_grad()
+def heldout_loss(
+    head: PrefixCodeHead, acts: Tensor, cond: Tensor, mask: Tensor, batch: int = 256, seed: int = 0
+) -> dict[str, float]:
+    """The objective on held-out sequences (mean over batches of ``batch`` sequences, the code
+    samples drawn from a fixed ``seed``): a label-free score to choose among restarts — lower is
+    better — since no factor label enters it."""
+    head.check(acts, cond)
+    was = head.training
+    head.eval()
+    totals: dict[str, float] = {}
+    n = len(acts)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for s in range(0, n, batch):
+            out = head.loss(acts[s : s + batch].float(), cond[s : s + batch], mask[s : s + batch], float(n))
+            w = min(batch, n - s) / n
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + w * float(v)
+    head.train(was)
+    return totals
