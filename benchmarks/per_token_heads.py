@@ -67,11 +67,13 @@ METHODS = (
     "prefix",
     "prefix_pairs",
     "prefix_cat",
+    "prefix_pos",
 )
 PREFIX_HEADS = {  # method -> HeadConfig fields (the KL warm-up keeps latents from collapsing early at blocks.2)
     "prefix": {"kl_warmup": 0.3},
     "prefix_pairs": {"beta": 1.0, "kl_warmup": 0.3},
     "prefix_cat": {"beta": 1.0, "latent_dim": 10},
+    "prefix_pos": {"kl_warmup": 0.3, "dec_token": False},
 }
 HEADS = {  # method -> (normalisation, conditioning, objective)
     "raw": ("none", "none", "beta_tcvae"),
@@ -85,6 +87,7 @@ SUPERVISION = {
     "prefix": "none",
     "prefix_pairs": "pairs differing in one unnamed factor",
     "prefix_cat": "none",
+    "prefix_pos": "none",
     "positional_diff_means": "supervised (factor labels)",
     "diff_means": "supervised (factor labels)",
     "pca": "none",
@@ -255,6 +258,10 @@ class HeadConfig:
     recon_weight: float = 1.0  # 1/σ² of the Gaussian likelihood (prefix head)
     kl_warmup: float = 0.0  # fraction of the steps over which the KL terms' weight rises from 0 (prefix head)
     consistency: float = 1.0  # weight of KL(q_T ‖ q_t), the prefix codes' agreement with the sentence's (prefix head)
+    # prefix head: the decoder sees the token id and reconstructs the per-(token, position)-centred
+    # vector (True), or sees only the position and reconstructs the per-position-centred vector
+    # (False: the latents must then say which token stands there, a plan tag included)
+    dec_token: bool = True
 
 
 class PerTokenHead(nn.Module):
@@ -394,11 +401,12 @@ class PrefixCodeHead(nn.Module):
         self.cfg = cfg
         k = cfg.latent_dim
         self.enc_norm = Normaliser("position", vocab, n_pos, d)
-        self.norm = Normaliser("token_position", vocab, n_pos, d)  # the decoder's space (and the edit's)
+        # the decoder's space (and the edit's)
+        self.norm = Normaliser("token_position" if cfg.dec_token else "position", vocab, n_pos, d)
         self.pos_emb = nn.Embedding(n_pos, emb)
-        self.tok_emb = nn.Embedding(vocab, emb)
+        self.tok_emb = nn.Embedding(vocab, emb) if cfg.dec_token else None
         self.encoder = mlp(d + emb, 2 * k, cfg.hidden, 2)
-        self.decoder = mlp(k + 2 * emb, d, cfg.hidden, 2)
+        self.decoder = mlp(k + (2 if cfg.dec_token else 1) * emb, d, cfg.hidden, 2)
 
     def fit_normalisers(self, data: TokenData) -> None:
         acts, tok, pos, _ = flat_vectors(data)
@@ -418,6 +426,8 @@ class PrefixCodeHead(nn.Module):
         return H / P, -P.log()
 
     def decode(self, z: Tensor, tokens: Tensor, pos: Tensor) -> Tensor:
+        if self.tok_emb is None:
+            return self.decoder(torch.cat([z, self.pos_emb(pos)], -1))
         return self.decoder(torch.cat([z, self.tok_emb(tokens), self.pos_emb(pos)], -1))
 
     @torch.no_grad()

@@ -114,6 +114,18 @@ def test_prefix_codes_are_causal_products_of_evidence(bench):
     assert torch.allclose(out[0, 5], acts[0, 5], atol=1e-5) and not torch.allclose(out[0, 2], acts[0, 2])
 
 
+def test_prefix_head_without_the_token_in_its_decoder(bench):
+    torch.manual_seed(0)
+    head = bench.PrefixCodeHead(bench.HeadConfig(latent_dim=3, hidden=8, dec_token=False), vocab=5, n_pos=6, d=4)
+    assert head.norm.kind == "position" and head.tok_emb is None
+    z, pos = torch.randn(4, 3), torch.arange(4)
+    a, b = torch.zeros(4, dtype=torch.long), torch.full((4,), 3)
+    assert torch.equal(head.decode(z, a, pos), head.decode(z, b, pos))  # the latents must say which token
+    acts, tokens = torch.randn(2, 6, 4), torch.randint(0, 5, (2, 6))
+    out = head.edit_sequence(acts, tokens, [0, 1], [1.0, -1.0])
+    assert torch.equal(out[:, 0], acts[:, 0]) and not torch.allclose(out[:, 1:], acts[:, 1:])
+
+
 def test_prefix_categorical_codes_and_edits(bench):
     torch.manual_seed(0)
     head = bench.PrefixCategoricalHead(bench.HeadConfig(latent_dim=2, hidden=8), vocab=5, n_pos=6, d=4, categories=3)
