@@ -234,7 +234,12 @@ class PrefixCodeHead(nn.Module):
         rec, cons = self._rec_and_consistency(acts, cond, mask, mu, logvar, z)
         parts = losses.tc_decomposition(z[:, -1], mu[:, -1], logvar[:, -1], n_data)
         reg = cons + parts["mi"] + self.config.beta * parts["tc"] + parts["dwkl"]
-        return {"loss": self.config.recon_weight * rec + kl_weight * reg, "recon": rec, "regulariser": reg}
+        return {
+            "loss": self.config.recon_weight * rec + kl_weight * reg,
+            "recon": rec,
+            "regulariser": reg,
+            "tc": parts["tc"].detach(),  # the sequence code's total correlation (a label-free restart score)
+        }
 
     def _rec_and_consistency(
         self, acts: Tensor, cond: Tensor, mask: Tensor, mu: Tensor, logvar: Tensor, z: Tensor
