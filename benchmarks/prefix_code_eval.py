@@ -42,6 +42,7 @@ def _one(args, seed: int, model, world, adapter, train, held, f_eval) -> dict[st
     names, pad = world.factor_names, world.tokenizer.pad_id
     acts, cond, mask = train
     t0 = time.perf_counter()
+    torch.manual_seed(seed)  # the head's initial weights come from its own seed, not the RNG's history
     cfg = PrefixCodeConfig(d_in=acts.shape[-1], vocab=world.vocab_size, n_pos=acts.shape[1], latent_dim=args.latents)
     head = PrefixCodeHead(cfg)
     fit = fit_prefix_code(head, acts, cond, mask, PrefixFitConfig(steps=args.steps, seed=seed))

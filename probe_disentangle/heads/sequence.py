@@ -290,7 +290,9 @@ def fit_prefix_code(
     No factor labels. With ``pairs = ((acts_a, cond_a, mask_a), (acts_b, cond_b, mask_b))``,
     aligned sequences that differ in unnamed factors, the objective is Ada-GVAE on the sequence
     posteriors (shared latents averaged at every position; KL to the prior with weight β) and
-    ``acts`` only sets the statistics. Returns the last step's losses and the seconds taken."""
+    ``acts`` only sets the statistics. Returns the last step's losses and the seconds taken.
+    ``fit.seed`` seeds the batches and code samples; the head's initial weights come from the
+    global RNG when it was built (seed it first, ``torch.manual_seed``, for a reproducible restart)."""
     fit = fit or PrefixFitConfig()
     head.check(acts, cond)
     torch.manual_seed(fit.seed)
