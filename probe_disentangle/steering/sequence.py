@@ -10,7 +10,6 @@ same position is in a full forward of the whole prefix.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -55,22 +54,22 @@ def read_sequences(
 
 
 def _edit_fn(edits: Mapping[int, Any] | Callable[[Tensor], Tensor], k: int) -> Callable[[Tensor], Tensor]:
-    """``{latent: value}`` sets, ``{latent: ("add", delta)}`` shifts; a function of the codes is used as is."""
+    """``{latent: value}`` sets, ``{latent: ("add", delta)}`` shifts (checked by the probe's own
+    :func:`~probe_disentangle.probe.check_edits`); a function of the codes is used as is."""
+    from ..probe import check_edits
+
     if callable(edits):
         return edits
-    if not isinstance(edits, Mapping) or not edits:
-        raise TypeError(
-            f"edits must be a non-empty mapping {{latent index: value}} or a function of the codes, got {edits!r}"
-        )
-    plan = []
-    for i, e in edits.items():
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < k:
-            raise ValueError(f"latent index {i!r} out of range: the head has {k} latents (0..{k - 1})")
-        add = isinstance(e, tuple) and len(e) == 2 and e[0] in ("add", "set")
-        v = e[1] if add else e
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ValueError(f"edit for latent {i} must be a finite number, ('set', v) or ('add', delta); got {e!r}")
-        plan.append((i, float(v), add and e[0] == "add"))
+    checked = check_edits(edits, k)
+    if not checked:
+        raise ValueError("edits is empty: give at least one {latent index: value}")
+    for i, e in checked.items():
+        if isinstance(e, Tensor) or (isinstance(e, tuple) and e[0] == "nearest"):
+            raise ValueError(f"edit for latent {i}: a sequence head takes a value, ('set', v) or ('add', delta)")
+    plan = [
+        (i, float(e[1] if isinstance(e, tuple) else e), isinstance(e, tuple) and e[0] == "add")
+        for i, e in checked.items()
+    ]
 
     def fn(z: Tensor) -> Tensor:
         z2 = z.clone()
