@@ -56,7 +56,8 @@ def _scratch(target: Path, suffix: str) -> Path:
 
 def _scratch_siblings(target: Path, suffix: str) -> list[tuple[Path, int]]:
     """Scratch entries of ``target`` with ``suffix``, and the pid of the writer that made each."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[0-9a-f]+{re.escape(suffix)}$")
+    # the token: hex from _scratch, or tempfile.mkstemp's [a-z0-9_] (atomic_write_bytes)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[0-9a-z_]+{re.escape(suffix)}$")
     out = []
     with contextlib.suppress(OSError):
         for entry in target.parent.iterdir():
@@ -115,6 +116,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def swap_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step; False where the system cannot (nothing moved)."""
+    return _exchange(Path(a), Path(b))
 
 
 def _exchange(a: Path, b: Path) -> bool:

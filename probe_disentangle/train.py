@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -355,18 +356,43 @@ def prepare_checkpoint_dir(
             "or choose another checkpoint_dir"
         )
     for p in foreign:
-        shutil.rmtree(p)
+        _discard(p)
     with contextlib.suppress(FileNotFoundError):
         (root / LATEST_FILE).unlink()
     io.fsync_dir(root)
 
 
-def _remove_dead_temp_folders(root: Path) -> None:
-    """Delete ``.tmp-step_*-PID`` folders whose writer is gone (a killed run's half checkpoint)."""
-    for p in root.glob(f".tmp-{CHECKPOINT_PREFIX}*-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not io.pid_alive(int(pid)):
+_DEBRIS = re.compile(rf"^\.(tmp|trash)-{re.escape(CHECKPOINT_PREFIX)}\d+-(\d+)$")
+
+
+def remove_debris(root: str | os.PathLike) -> list[Path]:
+    """Delete what killed runs left in checkpoint folder ``root``: half-written checkpoints
+    (``.tmp-step_N-PID``), checkpoints caught between being pruned and being deleted
+    (``.trash-step_N-PID``) and half-written ``latest`` pointers — only names the trainer's own
+    patterns match, and only those whose writer process is gone. Returns what it removed."""
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for p in root.iterdir():
+        m = _DEBRIS.match(p.name)
+        if m and int(m.group(2)) != os.getpid() and not io.pid_alive(int(m.group(2))):
             shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    removed += io.remove_strays(root / LATEST_FILE)
+    return removed
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder so that a kill at any moment leaves it whole or gone: rename it
+    out of the ``step_*`` namespace first (one atomic step), then delete the renamed folder. A
+    kill during the deletion leaves a ``.trash-*`` folder, which the next start removes."""
+    trash = folder.parent / f".trash-{folder.name}-{os.getpid()}"
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.rename(folder, trash)
+    io.fsync_dir(folder.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ trainer
@@ -474,7 +500,17 @@ class Trainer:
         if resume_config not in ("error", "override"):
             raise ValueError(f"resume_config must be 'error' or 'override', got {resume_config!r}")
         cfg = self.config
-        if not resume:
+        if cfg.checkpoint_dir:
+            remove_debris(cfg.checkpoint_dir)
+        # a trainer carrying on its own run (resumed, or trained before, in this folder) is no fresh
+        # run: a checkpoint beyond its step (written by a run killed before it moved ``latest``) is
+        # left alone by pruning and replaced when this run writes that step again
+        carrying_on = bool(
+            self.last_checkpoint
+            and cfg.checkpoint_dir
+            and Path(self.last_checkpoint).parent.resolve() == Path(cfg.checkpoint_dir).resolve()
+        )
+        if not resume and not carrying_on:
             prepare_checkpoint_dir(cfg.checkpoint_dir, overwrite, own=self._own)
         if isinstance(data, Tensor):
             data = (data,)
@@ -568,7 +604,7 @@ class Trainer:
         On any failure the half-written temp folder is removed and the previous checkpoints stay."""
         root = Path(self.config.checkpoint_dir)
         root.mkdir(parents=True, exist_ok=True)
-        _remove_dead_temp_folders(root)
+        remove_debris(root)
         final = Path(self._ckpt_path(self.step))
         tmp = root / f".tmp-{final.name}-{os.getpid()}"
         if tmp.exists():
@@ -579,9 +615,13 @@ class Trainer:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if not final.exists():
+            os.rename(tmp, final)
+        elif io.swap_paths(tmp, final):  # the same step written again (a resumed run): swap, then drop the old
+            _discard(tmp)
+        else:  # no atomic swap here: the old one leaves the step_* namespace first
+            _discard(final)
+            os.rename(tmp, final)
         io.fsync_dir(root)
         self._own.add(final.name)
         io.atomic_write_bytes(root / LATEST_FILE, final.name.encode())
@@ -615,7 +655,7 @@ class Trainer:
         ckpts = [p for p in _checkpoints_in(root) if p.name in self._own]
         for old in ckpts[: max(0, len(ckpts) - max(1, self.config.keep_checkpoints))]:
             if str(old) != self.last_checkpoint:
-                shutil.rmtree(old, ignore_errors=True)
+                _discard(old)
                 self._own.discard(old.name)
 
     def _check_resumed_config(self, saved: dict[str, Any] | None, step: int, path: Path, policy: str) -> None:
