@@ -14,6 +14,17 @@ checkpoint, so a run spans several sessions:
 own ``save_pretrained``) with ``card.json``: the recipe and the quality measured by
 ``benchmarks/sprites_ddpm_quality.py`` (DDIM, 50 steps, η = 0; ``--eval-samples`` of them).
 ``--sample N --grid PNG`` draws N DDIM samples from the latest checkpoint for a look.
+
+A machine whose disk does not outlive the session carries the run on through the shipped folder:
+export at the end of a session, and start the next one from it with a new seed (fresh batches)
+
+    OMP_NUM_THREADS=1 python examples/train_sprites_ddpm.py --out /work/ddpm_run --steps 60000 \
+        --init-from probe_disentangle/zoo/sprites_ddpm --seed 1
+
+``--init-from`` loads the folder's UNet into both the trained and the EMA weights with a fresh
+optimiser (Adam's moments rebuild within a few hundred steps; the LR warm-up runs again), and the
+card's ``train.segments`` list grows by this run's segment, so the card states every step the
+weights have seen. Within a segment, resume stays bit-identical (``--resume``).
 """
 
 from __future__ import annotations
@@ -29,7 +40,15 @@ import torch
 
 from probe_disentangle import io, registry
 from probe_disentangle.constants import LATEST_FILE
-from probe_disentangle.diffusion import DDPMConfig, DDPMModel, SpriteImageStream, ddim_sample, export_pipeline
+from probe_disentangle.diffusion import (
+    CARD_FILE,
+    DDPMConfig,
+    DDPMModel,
+    SpriteImageStream,
+    ddim_sample,
+    export_pipeline,
+    load_ddpm_pipeline,
+)
 from probe_disentangle.train import TrainConfig, Trainer
 from probe_disentangle.worlds.sprites import ColourSprites
 
@@ -56,6 +75,31 @@ def load_checkpoint(out: str) -> tuple[DDPMModel, dict]:
     return model, {"checkpoint": path.name, "step": int(meta["step"]), "train_config": meta["train_config"]}
 
 
+INIT_FILE = "init_from.json"  # in --out: the segments the initial weights had already trained
+
+
+def init_from(model: DDPMModel, folder: str, out: str) -> None:
+    """Start ``model`` (trained and EMA weights) from an exported pipeline folder's UNet, and note
+    the folder's training segments in ``out`` so the export continues the list."""
+    unet = load_ddpm_pipeline(folder).unet
+    state = unet.state_dict()
+    model.unet.load_state_dict(state)
+    if model.ema is not None:
+        model.ema.load_state_dict(state)
+    card = json.loads((Path(folder) / CARD_FILE).read_text())
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / INIT_FILE).write_text(json.dumps({"folder": str(folder), "segments": segments_of(card)}, indent=1))
+    print(f"initialised from {folder} ({sum(g['steps'] for g in segments_of(card))} steps so far)", flush=True)
+
+
+def segments_of(card: dict) -> list[dict]:
+    """The training segments a card records (a card from before segments: its one run)."""
+    train = card.get("train", {})
+    if "segments" in train:
+        return train["segments"]
+    return [{"steps": int(train["step"]), "seed": train.get("train_config", {}).get("seed"), "init": None}]
+
+
 def train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(
         steps=args.steps,
@@ -71,7 +115,10 @@ def train(args: argparse.Namespace) -> None:
         progress=False,
     )
     torch.manual_seed(args.seed)
-    trainer = Trainer(DDPMModel(MODEL), cfg)
+    model = DDPMModel(MODEL)
+    if args.init_from and not args.resume:
+        init_from(model, args.init_from, args.out)
+    trainer = Trainer(model, cfg)
     stream = SpriteImageStream(world(), args.batch_size, seed=args.seed)
     stop = {"now": False}
 
@@ -123,15 +170,20 @@ def export(args: argparse.Namespace) -> None:
 
     model, meta = load_checkpoint(args.out)
     quality = measure_quality(
-        model.sampling_unet(ema=True).eval(), model.scheduler("ddim"), args.eval_samples, seed=args.seed
+        model.sampling_unet(ema=True).eval(), model.scheduler("ddim"), args.eval_samples, steps=args.ddim_steps, seed=args.seed
     )
+    init = Path(args.out) / INIT_FILE
+    before = json.loads(init.read_text()) if init.is_file() else {"folder": None, "segments": []}
+    segment = {"steps": meta["step"], "seed": meta["train_config"]["seed"], "init": before["folder"]}
+    meta = {**meta, "segments": [*before["segments"], segment]}
+    meta["total_steps"] = sum(g["steps"] for g in meta["segments"])
     card = {
         "name": "sprites_ddpm",
         "world": {"name": "ColourSprites", "image_size": 32, "antialias": True, "range": "[-1, 1]"},
         "objective": "DDPM epsilon-prediction (Ho et al. 2020, eq. 14), weights = EMA",
         "model": registry.config_to_dict(model.config),
         "train": {**meta, "script": "examples/train_sprites_ddpm.py"},
-        "sampling": "DDIMScheduler from the saved DDPM scheduler config, 50 steps, eta = 0",
+        "sampling": f"DDIMScheduler from the saved DDPM scheduler config, {args.ddim_steps} steps, eta = 0",
         "quality": quality,
     }
     export_pipeline(model, args.export, card)
@@ -151,6 +203,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resume", action="store_true", help="carry on from the latest checkpoint in --out")
     ap.add_argument("--overwrite", action="store_true", help="delete an earlier run's checkpoints in --out")
+    ap.add_argument("--init-from", default=None, help="start from an exported pipeline folder (weights only)")
     ap.add_argument("--export", default=None, help="write the latest checkpoint as a pipeline folder here")
     ap.add_argument("--eval-samples", type=int, default=500)
     ap.add_argument("--sample", type=int, default=0, help="draw this many DDIM samples of the latest checkpoint")

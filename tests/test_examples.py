@@ -58,3 +58,43 @@ def test_digits_infogan_example_trains_resumes_scores_and_draws(tmp_path):
 @pytest.mark.parametrize("script", ["sprites_beta_tcvae.py", "digits_infogan.py"])
 def test_examples_explain_themselves(script):
     assert "--resume" in _run(script, "--help")
+
+
+
+def test_sprites_ddpm_run_carries_on_across_machines_through_the_exported_folder(tmp_path, monkeypatch, capsys):
+    """A session exports its weights; the next starts from them (--init-from) with a new seed, and
+    the card lists both segments, so the shipped card states every step the weights have seen.
+    In-process (the script's main with argv set): four interpreter starts would cost a minute."""
+    import importlib.util
+    import json
+
+    import torch
+
+    from probe_disentangle.diffusion import load_ddpm_pipeline
+
+    spec = importlib.util.spec_from_file_location("train_sprites_ddpm", ROOT / "examples" / "train_sprites_ddpm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+    def run(*args: str) -> str:
+        small = ["--steps", "2", "--chunk", "2", "--batch-size", "2", "--warmup", "0", "--eval-samples", "2"]
+        monkeypatch.setattr(sys, "argv", ["train_sprites_ddpm.py", *args, *small, "--ddim-steps", "5"])
+        script.main()
+        return capsys.readouterr().out
+
+    first, second, a, b = (str(tmp_path / n) for n in ("run1", "run2", "a", "b"))
+    run("--out", first)
+    run("--out", first, "--export", a)
+    assert "initialised from" in run("--out", second, "--init-from", a, "--seed", "1")
+    run("--out", second, "--export", b, "--seed", "1")
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert [(g["steps"], g["seed"], g["init"]) for g in card["train"]["segments"]] == [(2, 0, None), (2, 1, a)]
+    assert card["train"]["total_steps"] == 4
+    # the second run really started from the first one's weights: 2 small steps move them only a little
+    ua, ub = load_ddpm_pipeline(a).unet, load_ddpm_pipeline(b).unet
+    torch.manual_seed(1)
+    far = type(ua)(**ua.config).state_dict()
+    sa, sb = ua.state_dict(), ub.state_dict()
+    dist = lambda x, y: sum((x[k].float() - y[k].float()).pow(2).sum() for k in x).sqrt()  # noqa: E731
+    assert dist(sa, sb) < 0.1 * dist(sa, far)
