@@ -170,7 +170,11 @@ def export(args: argparse.Namespace) -> None:
 
     model, meta = load_checkpoint(args.out)
     quality = measure_quality(
-        model.sampling_unet(ema=True).eval(), model.scheduler("ddim"), args.eval_samples, steps=args.ddim_steps, seed=args.seed
+        model.sampling_unet(ema=True).eval(),
+        model.scheduler("ddim"),
+        args.eval_samples,
+        steps=args.ddim_steps,
+        seed=args.seed,
     )
     init = Path(args.out) / INIT_FILE
     before = json.loads(init.read_text()) if init.is_file() else {"folder": None, "segments": []}

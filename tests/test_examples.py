@@ -60,7 +60,6 @@ def test_examples_explain_themselves(script):
     assert "--resume" in _run(script, "--help")
 
 
-
 def test_sprites_ddpm_run_carries_on_across_machines_through_the_exported_folder(tmp_path, monkeypatch, capsys):
     """A session exports its weights; the next starts from them (--init-from) with a new seed, and
     the card lists both segments, so the shipped card states every step the weights have seen.
