@@ -501,11 +501,21 @@ class Probe:
 
     # ---------------------------------------------------------------- steering
     @contextlib.contextmanager
-    def steer(self, model: nn.Module | None = None, edits: Edits | None = None) -> Iterator[Probe]:
+    def steer(
+        self,
+        model: nn.Module | None = None,
+        edits: Edits | None = None,
+        timesteps: tuple[float, float] | None = None,
+    ) -> Iterator[Probe]:
         """Within the context every forward of the host (prompt and generated tokens alike,
         KV-cached steps included) has its activation at the hook edited by ``edits``
         (``{latent: value}`` sets, ``{latent: ("add", delta)}`` shifts). The hook is removed on
-        any exit. ``model`` defaults to the host the probe is attached to."""
+        any exit. ``model`` defaults to the host the probe is attached to.
+
+        ``timesteps = (t_min, t_max)``, for a diffusion UNet (or a pipeline holding one): only
+        UNet forwards at timesteps in that window are edited (every one when None);
+        :func:`probe_disentangle.adapters.diffusers_unet.default_window` gives Asyrp's early,
+        high-noise half of the schedule."""
         self._require_head()
         edits = check_edits(edits if edits is not None else {}, self.latent_dim)
         if not edits:
@@ -515,7 +525,16 @@ class Probe:
             if model is None or model is self.adapter.model
             else attach(model, self.hook, **self.adapter_options)
         )
-        with adapter.edit(self.hook, lambda a: self.edit_vectors(a, edits)):
+        if timesteps is None:
+            context = adapter.edit(self.hook, lambda a: self.edit_vectors(a, edits))
+        elif not hasattr(adapter, "current_timesteps"):
+            raise ValueError(
+                f"timesteps= limits edits to a window of a diffusion UNet's timesteps; this probe's host "
+                f"({type(adapter.model).__name__}) has none: drop timesteps"
+            )
+        else:
+            context = adapter.edit(self.hook, lambda a: self.edit_vectors(a, edits), window=timesteps)
+        with context:
             yield self
 
     # ---------------------------------------------------------------- persistence

@@ -2,7 +2,9 @@
 labelled activations (:mod:`.baselines`), and RAVEL-style interchange interventions scored by
 Cause / Isolate / Disentangle (:mod:`.interchange`), and SAELens sparse autoencoders as a baseline
 (:mod:`.sae`: load, train with SAELens, align and interchange), and per-token sequence heads
-read and steered on every position, KV-cached steps included (:mod:`.sequence`). Every name is re-exported here."""
+read and steered on every position, KV-cached steps included (:mod:`.sequence`), and a diffusion
+UNet's sampling steered from h-space in a timestep window, scored by reading the images back
+(:mod:`.diffusion`). Every name is re-exported here."""
 
 from .baselines import (
     CodeSteerer,
@@ -10,11 +12,20 @@ from .baselines import (
     class_mean_differences,
     class_targets,
     diff_means_steerer,
+    directions_steerer,
     mutual_information_matrix,
     pca_steerer,
     positional_diff_means_steerer,
     principal_directions,
     probe_steerer,
+    random_directions,
+)
+from .diffusion import (
+    WindowedAdapter,
+    ddim_invert,
+    evaluate_image_steering,
+    sampling_trajectories,
+    window_filter,
 )
 from .evaluate import (
     Steerer,
@@ -78,6 +89,9 @@ __all__ = [
     "class_targets",
     "diff_means_interchanger",
     "diff_means_steerer",
+    "directions_steerer",
+    "ddim_invert",
+    "evaluate_image_steering",
     "evaluate_interchange",
     "evaluate_steering",
     "factor_entropies",
@@ -100,6 +114,10 @@ __all__ = [
     "principal_directions",
     "probe_interchanger",
     "probe_steerer",
+    "random_directions",
+    "sampling_trajectories",
+    "window_filter",
+    "WindowedAdapter",
     "read_sequences",
     "sae_interchanger",
     "sample_sources",

@@ -119,14 +119,35 @@ def pca_steerer(
     adapter: Adapter, hook: str, acts: Tensor, factors: np.ndarray, sizes: Sequence[int], k: int, strength: float = 2.0
 ) -> tuple[CodeSteerer, list[int]]:
     """The top-``k`` principal directions as codes; an edit moves the projection onto one of them."""
-    pcs = principal_directions(acts, k)  # (k, d) orthonormal rows
+    return directions_steerer(adapter, hook, acts, principal_directions(acts, k), factors, sizes, strength)
+
+
+def random_directions(d: int, k: int, seed: int = 0) -> Tensor:
+    """``k`` random orthonormal directions ``[k, d]`` (QR of a seeded Gaussian matrix): the chance row."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+    return q.T.float().contiguous()
+
+
+def directions_steerer(
+    adapter: Adapter,
+    hook: str,
+    acts: Tensor,
+    directions: Tensor,
+    factors: np.ndarray,
+    sizes: Sequence[int],
+    strength: float = 2.0,
+) -> tuple[CodeSteerer, list[int]]:
+    """Orthonormal ``directions`` ``[k, d]`` as codes (the projections of ``acts`` on them), aligned
+    to factors by MI; an edit moves the projection onto one direction to the target value's."""
+    dirs = directions.to(acts.dtype)
     mean = acts.mean(0)
-    codes = ((acts - mean) @ pcs.T).numpy()
+    codes = ((acts - mean) @ dirs.T).numpy()
     alignment = align(codes, factors)
     targets = class_targets(codes, factors, alignment, sizes, strength)
 
     def edit(a: Tensor, i: int, t: float) -> Tensor:
-        p = pcs[i].to(a)
+        p = dirs[i].to(a)
         cur = (a - mean.to(a)) @ p
         return a + (t - cur)[:, None] * p
 
