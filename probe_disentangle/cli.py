@@ -31,9 +31,35 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diffusion_demo(args: argparse.Namespace) -> int:
+    from .demo_diffusion import DiffusionDemoConfig, run_diffusion_demo
+
+    cfg = DiffusionDemoConfig(
+        out=args.out,
+        pipeline=args.pipeline,
+        checkpoint=args.checkpoint,
+        hook=args.unet_hook,
+        fit_samples=args.fit_samples,
+        eval_samples=args.eval_samples,
+        steps=args.ddim_steps,
+        latents=args.latents,
+        fit_steps=args.steps if args.steps is not None else DiffusionDemoConfig.fit_steps,
+        strength=args.strength,
+        factors=args.factors.split(",") if args.factors else None,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    run_diffusion_demo(cfg)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
+    if args.host == "sprites_ddpm":
+        return _diffusion_demo(args)
+    if args.pipeline or args.checkpoint:
+        raise ValueError("--pipeline and --checkpoint name a diffusion host: add --host sprites_ddpm")
     if args.restarts < 1:
         raise ValueError(f"--restarts must be ≥ 1, got {args.restarts}")
     if args.n_interchange < 0:
@@ -464,9 +490,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path")
     p.set_defaults(fn=_info)
     p = sub.add_parser(
-        "demo", help="fit a β-TCVAE probe on the shipped factor LM's plan, measure it, steer it (offline)"
+        "demo",
+        help="fit a β-TCVAE probe on a shipped host (the factor LM's plan, or the sprites DDPM's h-space), "
+        "measure it, steer it (offline)",
     )
     p.add_argument("--out", default="runs/demo")
+    p.add_argument(
+        "--host",
+        choices=("factor_lm", "sprites_ddpm"),
+        default="factor_lm",
+        help="factor_lm: the transformer demo; sprites_ddpm: a probe in the DDPM's mid_block (h-space), "
+        "steering its sampling",
+    )
+    d = p.add_argument_group("sprites_ddpm host")
+    d.add_argument("--pipeline", default=None, help="an exported DDPM pipeline folder (default: the shipped one)")
+    d.add_argument("--checkpoint", default=None, help="a training checkpoint of examples/train_sprites_ddpm.py")
+    d.add_argument("--unet-hook", default="mid_block", help="the UNet block the probe reads and edits")
+    d.add_argument("--fit-samples", type=int, default=96, help="DDIM sampling runs the probe learns on")
+    d.add_argument("--eval-samples", type=int, default=12, help="images per steered target value")
+    d.add_argument("--ddim-steps", type=int, default=10, help="DDIM steps (η = 0)")
+    d.add_argument("--latents", type=int, default=10)
+    d.add_argument("--factors", default=None, help="comma-separated factors to steer (default: all six)")
     p.add_argument("--hook", default="blocks.0.hook_resid_pre", help="where the probe reads and edits the plan")
     p.add_argument(
         "--init",
