@@ -19,6 +19,7 @@ from .supervised import (
     posterior_mig,
     sap,
 )
+from .udr import udr
 from .unsupervised import (
     gaussian_total_correlation,
     gaussian_wasserstein_correlation,
@@ -44,5 +45,6 @@ __all__ = [
     "posterior_mig",
     "mutual_info_score",
     "sap",
+    "udr",
     "unsupervised",
 ]
