@@ -5,6 +5,8 @@ __version__ = "0.1.0"
 from . import losses, registry  # noqa: E402
 from .adapters import attach  # noqa: E402
 from .heads import (  # noqa: E402
+    CausalVAEConfig,
+    CausalVAEHead,
     InfoGANHead,
     InfoGANHeadConfig,
     JointVAEHead,
@@ -33,6 +35,8 @@ __all__ = [
     "InfoGANHeadConfig",
     "JointVAEHead",
     "JointVAEHeadConfig",
+    "CausalVAEHead",
+    "CausalVAEConfig",
     "ConvVAE",
     "ConvVAEConfig",
     "InfoGAN",

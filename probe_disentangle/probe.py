@@ -34,10 +34,11 @@ from .constants import (
     PROBE_FIT_TENSORS_FILE,
     PROBE_TENSORS_FILE,
 )
-from .heads import InfoGANHead, JointVAEHead, VAEHead
+from .heads import CausalVAEHead, InfoGANHead, JointVAEHead, VAEHead
 from .store import ActivationStore, Normalizer
 from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir
 
+_DECODING_HEADS = (VAEHead, JointVAEHead, CausalVAEHead)  # heads with decode(z): error-preserving edits
 ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
 REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's reference (traversal and steering ranges)
 
@@ -295,7 +296,7 @@ class Probe:
     # ---------------------------------------------------------------- latents
     @property
     def latent_dim(self) -> int:
-        if isinstance(self.head, VAEHead):
+        if isinstance(self.head, (VAEHead, CausalVAEHead)):
             return self.head.config.latent_dim
         if isinstance(self.head, (InfoGANHead, JointVAEHead)):
             return len(self.head.config.categorical) + self.head.config.continuous
@@ -313,7 +314,7 @@ class Probe:
 
     def _codes(self, x_norm: Tensor) -> Tensor:
         with torch.no_grad():
-            if isinstance(self.head, VAEHead):
+            if isinstance(self.head, (VAEHead, CausalVAEHead)):
                 return self.head.encode(x_norm)[0]
             return self.head.encode(x_norm)
 
@@ -360,7 +361,7 @@ class Probe:
     def decode(self, z: Tensor) -> Tensor:
         """Activation vectors ``[N, d]`` (activation units) decoded from latents (VAE heads)."""
         self._require_head()
-        if not isinstance(self.head, (VAEHead, JointVAEHead)):
+        if not isinstance(self.head, _DECODING_HEADS):
             raise TypeError(
                 "decode needs a VAE head; an InfoGAN head generates from noise and codes (use directions())"
             )
@@ -379,7 +380,7 @@ class Probe:
 
     def _delta(self, x_norm: Tensor, edits: Edits) -> Tensor:
         """dec(z') − dec(z) in normalised units (VAE), or the generator's mean change (InfoGAN)."""
-        if isinstance(self.head, (VAEHead, JointVAEHead)):
+        if isinstance(self.head, _DECODING_HEADS):
             z = self._codes(x_norm)
             z2 = _apply_edits(z, edits, self.latent_dim)
             base = self.head.decode(z)
@@ -397,6 +398,8 @@ class Probe:
                         best = torch.where(better, torch.full_like(best, float(v)), best)
                         best_norm = torch.where(better, norm, best_norm)
                     z2[:, int(i)] = best
+            if hasattr(self.head, "propagate_edits"):  # a causal head: edits are interventions
+                z2 = self.head.propagate_edits(z, z2, [int(i) for i in edits])
             return self.head.decode(z2) - base
         return self._infogan_delta(x_norm, edits)
 

@@ -3,7 +3,8 @@
 ``vae`` (VAEHead: any VAE-family objective), ``joint_vae`` (categorical + Gaussian latents),
 ``infogan`` (InfoGAN on activation vectors), ``sequence`` (per-token heads whose code is read
 from a sequence's prefix, conditioned on token id and position; Ada-GVAE on pairs that differ in
-unnamed factors); ``common`` holds what they share.
+unnamed factors), ``causal`` (CausalVAE: concepts related by a learned linear SCM, interventions
+that reach the children); ``common`` holds what they share.
 
 Each head defines its own training step (FactorVAE and InfoGAN alternate two optimisers) and
 never imports the trainer: the trainer passes in an ``optimize(name, loss)`` callback. Heads
@@ -11,6 +12,7 @@ know nothing of hosts: a token id, a position or a timestep reaches a head only 
 conditioning tensor that the adapter provides.
 """
 
+from .causal import CausalVAEConfig, CausalVAEHead, acyclicity, structural_hamming_distance
 from .common import DECODERS, AdditiveDecoder, mlp
 from .infogan import InfoGANHead, InfoGANHeadConfig
 from .joint_vae import JointVAEHead, JointVAEHeadConfig
@@ -20,6 +22,8 @@ from .vae import VAEHead, VAEHeadConfig
 __all__ = [
     "DECODERS",
     "AdditiveDecoder",
+    "CausalVAEConfig",
+    "CausalVAEHead",
     "InfoGANHead",
     "InfoGANHeadConfig",
     "JointVAEHead",
@@ -29,7 +33,9 @@ __all__ = [
     "PrefixFitConfig",
     "VAEHead",
     "VAEHeadConfig",
+    "acyclicity",
     "fit_prefix_code",
     "heldout_loss",
     "mlp",
+    "structural_hamming_distance",
 ]
