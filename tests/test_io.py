@@ -19,6 +19,7 @@ TINY = {
     },
     "infogan_head": {"d_in": 6, "noise_dim": 2, "categorical": [3], "continuous": 1, "hidden": 8},
     "joint_vae_head": {"d_in": 6, "categorical": [3, 2], "continuous": 1, "hidden": 8},
+    "causal_vae_head": {"d_in": 6, "latent_dim": 3, "hidden": 8, "depth": 1},
     "conv_vae": {
         "image_size": 16,
         "latent_dim": 2,
