@@ -67,13 +67,15 @@ def cached_snapshot(repo_id: str, revision: str | None = None, cache_dir: str | 
         raise ValueError(f"revision must be a branch, tag or commit hash, got {revision!r}")
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import errors, snapshot_download
     except ImportError:
         return _read_layout(repo_id, revision, cache)
+    names = ("LocalEntryNotFoundError", "EntryNotFoundError", "RevisionNotFoundError", "HFValidationError")
+    missing = tuple(getattr(errors, n) for n in names if hasattr(errors, n)) + (OSError, ValueError)
     try:
         path = snapshot_download(repo_id, revision=revision, cache_dir=str(cache), local_files_only=True)
-    except Exception as err:  # huggingface_hub's LocalEntryNotFoundError, a bad revision, ...
-        raise _not_cached(repo_id, revision, cache, f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    except missing as err:
+        raise _not_cached(repo_id, revision, cache, f"huggingface_hub: {type(err).__name__}") from err
     return Path(path)
 
 
@@ -170,6 +172,17 @@ def model_card(meta: Mapping[str, Any], head_config: Mapping[str, Any]) -> str:
         f"{host_line} at the hook `{hook}`. Its {meta['latent_dim']} latents encode those "
         f"{meta['d_in']}-wide activation vectors; steering sets or shifts latents and writes back "
         "a' = a + dec(z') − dec(z), keeping whatever the head does not reconstruct.",
+        *(
+            [
+                "",
+                f"The head is a SAELens SAE ({head_config.get('sae_architecture')}, {head_config.get('d_sae')} "
+                "features) imported with `Probe.from_sae`: its latents are the SAE's feature activations and an "
+                "edit of feature i moves the activation by Δf · W_dec[i]; `head.sae` exports back to a SAELens "
+                "folder with `probe_disentangle.steering.sae.save_saelens`.",
+            ]
+            if arch == "sae_head"
+            else []
+        ),
         "",
         "| | |",
         "|---|---|",

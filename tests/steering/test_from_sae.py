@@ -129,7 +129,9 @@ def test_save_and_load_round_trip(standard, tiny_bridge, tmp_path):
     assert torch.equal(again.encode(acts), probe.encode(acts))
     assert torch.equal(again.edit_vectors(acts, {7: 2.5}), probe.edit_vectors(acts, {7: 2.5}))
     card = (folder / "README.md").read_text()
-    assert "sae_head" in card and HOOK in card and '"d_sae": 48' in card
+    assert (
+        "sae_head" in card and HOOK in card and '"d_sae": 48' in card and "SAELens SAE (standard, 48 features)" in card
+    )
     # the head goes back out as a SAELens folder that SAELens reads
     back = sae_lens_load(S.save_saelens(again.head.sae, tmp_path / "out"))
     with torch.no_grad():
