@@ -48,11 +48,13 @@ def hub_cache_dir() -> Path:
 
 def _not_cached(repo_id: str, revision: str | None, cache: Path, why: str) -> FileNotFoundError:
     at = f" at revision {revision!r}" if revision else ""
+    rev = f" --revision {revision}" if revision else ""
     return FileNotFoundError(
         f"{repo_id!r} is not a local folder, and the Hugging Face cache at {cache} holds no snapshot of it{at} "
-        f"({why}). probe_disentangle never downloads: fetch it first with `huggingface-cli download {repo_id}"
-        f"{f' --revision {revision}' if revision else ''}` (or in Python huggingface_hub.snapshot_download("
-        f"{repo_id!r})), then load again; set HF_HUB_CACHE or HF_HOME if the cache is elsewhere"
+        f"({why}). probe_disentangle never downloads: fetch it first with `hf download {repo_id}{rev}` "
+        f"(`huggingface-cli download {repo_id}{rev}` before huggingface_hub 1.0; in Python "
+        f"huggingface_hub.snapshot_download({repo_id!r}{f', revision={revision!r}' if revision else ''})), then load "
+        "again; set HF_HUB_CACHE or HF_HOME if the cache is elsewhere"
     )
 
 

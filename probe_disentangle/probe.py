@@ -187,7 +187,7 @@ class Probe:
         except HookError as err:
             source = "given as hook=" if hook is not None else f"the hook_name in {folder / SAELENS_CONFIG_FILE}"
             raise HookError(
-                f"the SAE reads {name!r} ({source}), which this {type(model).__name__} does not have: {err}. Pass "
+                f"the SAE reads {name!r} ({source}), which this {type(model).__name__} does not have: {err} — pass "
                 "hook= the name this model gives the activation the SAE was trained on"
             ) from err
 
@@ -603,7 +603,7 @@ class Probe:
         directions as a plain safetensors steering-vector file usable without this package, and a
         ``README.md`` model card (:func:`~probe_disentangle.hub.model_card`: hook, host, head and
         config, :attr:`metrics`), so the folder is a Hugging Face hub repository as it stands
-        (``huggingface-cli upload org/name folder``). Loading never reads the card.
+        (``hf upload org/name folder``). Loading never reads the card.
 
         All or nothing (:func:`io.atomic_folder`): a kill at any moment leaves the previous save
         or this one, whole. ``probe.json`` lists every file with its SHA-256 and what the probe

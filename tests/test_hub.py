@@ -155,10 +155,14 @@ def test_a_hub_id_in_the_cache_loads_at_each_revision(cache, lookup, monkeypatch
 
 def test_an_id_not_in_the_cache_says_how_to_download_it(cache, lookup, monkeypatch):
     with pytest.raises(
-        FileNotFoundError, match=r"'org/missing' is not a local folder.*huggingface-cli download org/missing"
+        FileNotFoundError,
+        match=r"'org/missing' is not a local folder.*`hf download org/missing`.*huggingface-cli download org/missing",
     ):
         Probe.from_pretrained("org/missing", Host())
-    with pytest.raises(FileNotFoundError, match=r"revision 'v9'.*--revision v9.*snapshot_download\('org/probe'\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"revision 'v9'.*hf download org/probe --revision v9.*snapshot_download\('org/probe', revision='v9'\)",
+    ):
         Probe.from_pretrained("org/probe", Host(), revision="v9")
     # the cache is read from the environment when loading, HF_HOME too
     monkeypatch.delenv("HF_HUB_CACHE")
