@@ -9,6 +9,8 @@ from .heads import (  # noqa: E402
     InfoGANHeadConfig,
     JointVAEHead,
     JointVAEHeadConfig,
+    SAEHead,
+    SAEHeadConfig,
     VAEHead,
     VAEHeadConfig,
 )
@@ -33,6 +35,8 @@ __all__ = [
     "InfoGANHeadConfig",
     "JointVAEHead",
     "JointVAEHeadConfig",
+    "SAEHead",
+    "SAEHeadConfig",
     "ConvVAE",
     "ConvVAEConfig",
     "InfoGAN",

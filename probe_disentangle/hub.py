@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 LIBRARY_NAME = "probe_disentangle"
@@ -124,26 +126,26 @@ def host_description(model: nn.Module) -> dict[str, str | None]:
     return {"name": name, "class": f"{type(model).__module__}.{type(model).__qualname__}"}
 
 
-def check_metrics(metrics: Any) -> dict[str, float] | None:
-    """``metrics`` as ``{name: finite number}`` (what the card's table and ``probe.json`` hold)."""
+def check_metrics(metrics: Any) -> dict[str, float | None] | None:
+    """``metrics`` as ``{name: number}`` (what the card's table and ``probe.json`` hold). A NaN or
+    infinite value (a score undefined on the data, e.g. an AUC on a split holding one class)
+    becomes None, shown as "—"; anything that is not a number is refused, naming it."""
     if metrics is None:
         return None
     if not isinstance(metrics, Mapping):
         raise TypeError(
             f"metrics must be a mapping {{name: number}}, e.g. {{'mig': 0.41}}, got {type(metrics).__name__}"
         )
-    out = {}
+    out: dict[str, float | None] = {}
     for key, value in metrics.items():
         if not isinstance(key, str) or not key:
             raise TypeError(f"metric names must be non-empty strings, got {key!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-            try:  # numpy scalars
-                value = float(value)
-            except (TypeError, ValueError):
-                value = None
-            if value is None or not math.isfinite(value):
-                raise ValueError(f"metric {key!r} must be a finite number, got {metrics[key]!r}")
-        out[key] = float(value)
+        if value is None:
+            out[key] = None
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+            raise TypeError(f"metric {key!r} must be a number, got {value!r} ({type(value).__name__})")
+        out[key] = float(value) if math.isfinite(float(value)) else None
     return out
 
 
@@ -208,7 +210,11 @@ def model_card(meta: Mapping[str, Any], head_config: Mapping[str, Any]) -> str:
     ]
     metrics = meta.get("metrics")
     if metrics:
-        lines += ["| metric | value |", "|---|---|", *[f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]]
+        lines += [
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {'—' if v is None else f'{v:.4g}'} |" for k, v in sorted(metrics.items())],
+        ]
     else:
         lines.append("None recorded (set `probe.metrics = {...}` before `save_pretrained` to list them here).")
     lines += [

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,8 +85,12 @@ def test_loading_does_not_depend_on_the_card_and_metrics_round_trip(tmp_path):
     (folder / "README.md").write_text("a stale card")
     probe.save_pretrained(folder)  # a folder holding a card is a previous save: replaced whole
     assert (folder / "README.md").read_text().startswith("---\nlibrary_name: probe_disentangle\n")
-    probe.metrics = {"mig": float("nan")}
-    with pytest.raises(ValueError, match="metric 'mig' must be a finite number"):
+    probe.metrics = {"mig": np.float32(0.5), "explicitness_test": float("nan"), "n": 3}  # NaN: undefined
+    folder = probe.save_pretrained(tmp_path / "q")
+    assert Probe.from_pretrained(folder, probe.adapter.model).metrics == {"mig": 0.5, "explicitness_test": None, "n": 3}
+    assert "| explicitness_test | — |" in (folder / "README.md").read_text()
+    probe.metrics = {"mig": "high"}
+    with pytest.raises(TypeError, match="metric 'mig' must be a number, got 'high'"):
         probe.save_pretrained(tmp_path / "q")
     probe.metrics = [0.3]
     with pytest.raises(TypeError, match="metrics must be a mapping"):
