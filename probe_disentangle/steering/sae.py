@@ -164,7 +164,10 @@ def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> Spar
     Reads JSON and safetensors only (no SAELens, no pickle). Every tensor the architecture needs
     must be there with the shape ``cfg.json`` implies, and no other (a mismatch names the tensor
     and both shapes). Older layouts: ``log_threshold`` becomes ``threshold = exp(log_threshold)``;
-    a ``scaling_factor`` (SAELens ≤ 5 fine-tuning) is folded into W_dec."""
+    a ``scaling_factor`` (SAELens ≤ 5 fine-tuning) is folded into W_dec. A checkpoint still
+    marked ``normalize_activations="expected_average_only_in"`` has the factor s of its
+    ``activation_scaler.json`` folded in as SAELens folds it at the end of training
+    (W_enc·s, W_dec/s, b_dec/s: the SAE then reads raw activations)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the folder holding {SAELENS_CONFIG_FILE}")
