@@ -28,7 +28,6 @@ LIBRARY_NAME = "probe_disentangle"
 CARD_TAGS = ("probe_disentangle", "interpretability", "disentanglement", "steering")
 # "org/name" as the hub spells repository ids (each part: letters, digits, '-', '_', '.')
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -155,7 +154,7 @@ def _yaml_str(value: str) -> str:
 
 def model_card(meta: Mapping[str, Any], head_config: Mapping[str, Any]) -> str:
     """``README.md`` for a probe folder: front matter (``library_name``, ``tags``, ``base_model``
-    when the host has a hub-style name), then the hook, the host, the head and its config, and
+    when the host's name is a hub id ``org/name``), then the hook, the host, the head and its config, and
     the metrics ``meta`` records. ``meta``: what :meth:`Probe.save_pretrained` writes to
     ``probe.json``; ``head_config``: the head's config fields."""
     arch, hook = meta["architecture"], meta["hook"]
@@ -163,7 +162,7 @@ def model_card(meta: Mapping[str, Any], head_config: Mapping[str, Any]) -> str:
     name, cls = host.get("name"), host.get("class") or "unknown"
     tags = [*CARD_TAGS, arch]
     front = ["---", f"library_name: {LIBRARY_NAME}", "tags:", *[f"- {_yaml_str(t)}" for t in tags]]
-    if isinstance(name, str) and _MODEL_NAME.match(name) and not Path(name).exists():
+    if isinstance(name, str) and is_repo_id(name) and not Path(name).exists():  # a hub id, not a local path
         front.append(f"base_model: {_yaml_str(name)}")
     front.append("---")
     host_line = f"`{name}` ({cls})" if name else f"a {cls} (built from a config; no hub name)"

@@ -129,6 +129,7 @@ def test_save_and_load_round_trip(standard, tiny_bridge, tmp_path):
     assert torch.equal(again.encode(acts), probe.encode(acts))
     assert torch.equal(again.edit_vectors(acts, {7: 2.5}), probe.edit_vectors(acts, {7: 2.5}))
     card = (folder / "README.md").read_text()
+    assert "base_model" not in card  # the bridge booted from a config calls itself "native": no hub id
     assert (
         "sae_head" in card and HOOK in card and '"d_sae": 48' in card and "SAELens SAE (standard, 48 features)" in card
     )
