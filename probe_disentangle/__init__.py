@@ -11,6 +11,8 @@ from .heads import (  # noqa: E402
     InfoGANHeadConfig,
     JointVAEHead,
     JointVAEHeadConfig,
+    SAEHead,
+    SAEHeadConfig,
     VAEHead,
     VAEHeadConfig,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "JointVAEHeadConfig",
     "CausalVAEHead",
     "CausalVAEConfig",
+    "SAEHead",
+    "SAEHeadConfig",
     "ConvVAE",
     "ConvVAEConfig",
     "InfoGAN",

@@ -28,3 +28,5 @@ OLD_SUFFIX = ".old"  # the previous folder, moved aside during the fallback's tw
 # a SAELens SAE folder (sae_lens.constants: SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME), read and written by steering/sae.py
 SAELENS_CONFIG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
+SAELENS_SCALER_FILE = "activation_scaler.json"  # a SAELens checkpoint's activation scaling factor
+README_FILE = "README.md"  # the model card save_pretrained writes (Hugging Face hub layout); loading ignores it

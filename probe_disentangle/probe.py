@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from . import __version__, io, registry
-from .adapters import Adapter, attach
+from . import __version__, hub, io, registry
+from .adapters import Adapter, HookError, attach
 from .constants import (
     CONFIG_FILE,
     DIRECTIONS_FILE,
@@ -33,12 +33,14 @@ from .constants import (
     PROBE_FIT_FILE,
     PROBE_FIT_TENSORS_FILE,
     PROBE_TENSORS_FILE,
+    README_FILE,
+    SAELENS_CONFIG_FILE,
 )
-from .heads import CausalVAEHead, InfoGANHead, JointVAEHead, VAEHead
+from .heads import CausalVAEHead, InfoGANHead, JointVAEHead, SAEHead, VAEHead
 from .store import ActivationStore, Normalizer
 from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir
 
-_DECODING_HEADS = (VAEHead, JointVAEHead, CausalVAEHead)  # heads with decode(z): error-preserving edits
+_DECODING_HEADS = (VAEHead, JointVAEHead, CausalVAEHead, SAEHead)  # heads with decode(z): error-preserving edits
 ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
 REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's reference (traversal and steering ranges)
 
@@ -144,6 +146,51 @@ class Probe:
         self.normalizer = normalizer
         self.reference_codes: Tensor | None = None
         self.init_report: dict[str, float] | None = None  # fit(init=...): how well the head took its start
+        # measured scores ({name: number}, e.g. {"mig": 0.41}): saved in probe.json and the model card
+        self.metrics: dict[str, float] | None = None
+
+    @classmethod
+    def from_sae(
+        cls,
+        model: nn.Module | Adapter,
+        folder: str | Path,
+        hook: str | None = None,
+        adapter_options: Mapping[str, Any] | None = None,
+    ) -> Probe:
+        """A SAELens SAE as a probe: its features are the latents.
+
+        ``folder``: what SAELens saves (``cfg.json`` + ``sae_weights.safetensors``), read as JSON
+        and safetensors (:func:`~probe_disentangle.steering.sae.load_saelens`: no SAELens, no
+        pickle). encode = the SAE's feature activations, decode = its decoder (b_dec included),
+        so steering moves an activation by Δf · W_dec[feature] and keeps the SAE's
+        reconstruction error (a' = a + dec(f') − dec(f)), and the metrics, interchange,
+        traversals and save/load work on SAE features as on any head. ``hook``: default the
+        ``hook_name`` in ``cfg.json``; it must exist on ``model``. The SAE's input normalisation
+        is respected: ``normalize_activations="expected_average_only_in"`` is folded in from the
+        checkpoint's ``activation_scaler.json``, and the per-vector settings (``layer_norm``,
+        ``constant_norm_rescale``) and unfolded whitening are refused, named. The probe has no
+        normaliser and no reference codes (nothing was fitted)."""
+        from .steering.sae import load_saelens
+
+        folder = Path(folder)
+        sae = load_saelens(folder)
+        name = hook if hook is not None else sae.config.hook_name
+        if name is None:
+            raise ValueError(
+                f"{folder / SAELENS_CONFIG_FILE} names no hook (metadata.hook_name); pass hook=, the hook point of "
+                "this model that the SAE was trained on"
+            )
+        if not isinstance(name, str):
+            raise TypeError(f"hook must be a hook name (str), got {name!r}")
+        head = SAEHead.from_sparse_autoencoder(sae)
+        try:
+            return cls(model, name, head=head, adapter_options=adapter_options)
+        except HookError as err:
+            source = "given as hook=" if hook is not None else f"the hook_name in {folder / SAELENS_CONFIG_FILE}"
+            raise HookError(
+                f"the SAE reads {name!r} ({source}), which this {type(model).__name__} does not have: {err} — pass "
+                "hook= the name this model gives the activation the SAE was trained on"
+            ) from err
 
     # ---------------------------------------------------------------- fitting
     def fit(
@@ -183,6 +230,11 @@ class Probe:
         unless "override")."""
         if init not in (None, "isa"):
             raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
+        if self.architecture == SAEHead.architecture:
+            raise ValueError(
+                "an SAE head is imported, not fitted here: build the probe with Probe.from_sae(model, folder) "
+                "(train an SAE with probe_disentangle.steering.sae.train_sae, or with SAELens)"
+            )
         if init_steps is not None and init_steps < 1:
             raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
         train = train or TrainConfig()
@@ -300,6 +352,8 @@ class Probe:
             return self.head.config.latent_dim
         if isinstance(self.head, (InfoGANHead, JointVAEHead)):
             return len(self.head.config.categorical) + self.head.config.continuous
+        if isinstance(self.head, SAEHead):
+            return self.head.config.d_sae
         raise TypeError(f"unsupported head {type(self.head).__name__}")
 
     @property
@@ -363,7 +417,7 @@ class Probe:
         self._require_head()
         if not isinstance(self.head, _DECODING_HEADS):
             raise TypeError(
-                "decode needs a VAE head; an InfoGAN head generates from noise and codes (use directions())"
+                "decode needs a VAE or SAE head; an InfoGAN head generates from noise and codes (use directions())"
             )
         self.head.eval()
         out = self.head.decode(z.to(self._param_device()).float())
@@ -379,11 +433,13 @@ class Probe:
         return float(1 - ((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
 
     def _delta(self, x_norm: Tensor, edits: Edits) -> Tensor:
-        """dec(z') − dec(z) in normalised units (VAE), or the generator's mean change (InfoGAN)."""
+        """dec(z') − dec(z) in normalised units (VAE, SAE, causal), or the generator's mean change (InfoGAN)."""
         if isinstance(self.head, _DECODING_HEADS):
             z = self._codes(x_norm)
             z2 = _apply_edits(z, edits, self.latent_dim)
-            base = self.head.decode(z)
+            nearest = any(isinstance(e, tuple) and e[0] == "nearest" for e in edits.values())
+            # an SAE's delta needs no decode of z (below) unless a 'nearest' edit compares candidates
+            base = self.head.decode(z) if nearest or not isinstance(self.head, SAEHead) else None
             for i, e in edits.items():
                 if isinstance(e, tuple) and e[0] == "nearest":
                     # per row, the candidate value whose decoded change is smallest: move the
@@ -400,6 +456,8 @@ class Probe:
                     z2[:, int(i)] = best
             if hasattr(self.head, "propagate_edits"):  # a causal head: edits are interventions
                 z2 = self.head.propagate_edits(z, z2, [int(i) for i in edits])
+            if isinstance(self.head, SAEHead):  # a linear decoder: Δf · W_dec exactly (b_dec cancels)
+                return (z2 - z) @ self.head.feature_directions
             return self.head.decode(z2) - base
         return self._infogan_delta(x_norm, edits)
 
@@ -458,6 +516,8 @@ class Probe:
             rows = [means[f"cat{i}"][-1] - means[f"cat{i}"][0] for i in range(n_cat)]
             rows += [means[f"cont{j}"] for j in range(k - n_cat)]
             d = torch.stack(rows)
+        elif isinstance(self.head, SAEHead):  # decode is linear: each feature's decoder row
+            d = self.head.feature_directions.detach().clone()
         else:
             z = reference if reference is not None else self.reference_codes
             if z is None:
@@ -542,14 +602,18 @@ class Probe:
 
     # ---------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the head (config.json + safetensors), the probe's hook and normaliser, and the
-        directions as a plain safetensors steering-vector file usable without this package.
+        """Write the head (config.json + safetensors), the probe's hook and normaliser, the
+        directions as a plain safetensors steering-vector file usable without this package, and a
+        ``README.md`` model card (:func:`~probe_disentangle.hub.model_card`: hook, host, head and
+        config, :attr:`metrics`), so the folder is a Hugging Face hub repository as it stands
+        (``hf upload org/name folder``). Loading never reads the card.
 
         All or nothing (:func:`io.atomic_folder`): a kill at any moment leaves the previous save
         or this one, whole. ``probe.json`` lists every file with its SHA-256 and what the probe
         holds (normaliser, reference codes); loading checks both, so parts of two saves never
         load together."""
         self._require_head()
+        metrics = hub.check_metrics(self.metrics)
         directory = Path(directory)
         tensors = {}
         if self.normalizer is not None:
@@ -580,20 +644,30 @@ class Probe:
                 "architecture": self.architecture,
                 "d_in": int(d.shape[1]),
                 "latent_dim": int(d.shape[0]),
+                "host": hub.host_description(self.adapter.model),
                 "contents": {
                     "normalizer": self.normalizer is not None,
                     "reference_codes": self.reference_codes is not None,
                 },
                 "files": files,
             }
+            if metrics is not None:
+                meta["metrics"] = metrics
             io.atomic_write_json(tmp / PROBE_FILE, meta)
+            card = hub.model_card(meta, registry.config_to_dict(self.head.config))
+            io.atomic_write_bytes(tmp / README_FILE, card.encode())
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, model: nn.Module | Adapter) -> Probe:
+    def from_pretrained(cls, directory: str | Path, model: nn.Module | Adapter, revision: str | None = None) -> Probe:
         """Rebuild a saved probe and attach it to ``model`` (the hook must exist there). Every
-        file ``probe.json`` lists must be present and match its checksum."""
-        directory = io.resolve_folder(directory)
+        file ``probe.json`` lists must be present and match its checksum.
+
+        ``directory``: a folder :meth:`save_pretrained` wrote, or a Hugging Face hub id
+        (``"org/name"``, at ``revision``: a branch, tag or commit, default main) that is already
+        in the local hub cache (``HF_HUB_CACHE`` / ``HF_HOME``): nothing is downloaded, and an
+        id not in the cache raises, saying how to download it."""
+        directory = _resolve_probe_folder(directory, revision)
         meta = _read_probe_json(directory)
         files = meta["files"]
         for name, expected in files.items():
@@ -624,6 +698,8 @@ class Probe:
         )
         probe = cls(model, meta["hook"], head=head, normalizer=normalizer, adapter_options=meta.get("adapter_options"))
         probe.reference_codes = tensors.get("reference_codes")
+        if meta.get("metrics") is not None:
+            probe.metrics = hub.check_metrics(meta["metrics"])
         return probe
 
     # ---------------------------------------------------------------- helpers
@@ -637,7 +713,27 @@ class Probe:
 
 PROBE_FORMAT = 2  # 2: probe.json states its contents and lists every file (head config included)
 HEAD_CONFIG = f"{HEAD_DIR}/{CONFIG_FILE}"
-PROBE_CONTENTS = frozenset({PROBE_FILE, PROBE_TENSORS_FILE, DIRECTIONS_FILE, HEAD_DIR})
+PROBE_CONTENTS = frozenset({PROBE_FILE, PROBE_TENSORS_FILE, DIRECTIONS_FILE, HEAD_DIR, README_FILE})
+
+
+def _resolve_probe_folder(directory: str | Path, revision: str | None) -> Path:
+    """A local probe folder, or the cached snapshot of a hub id (:func:`hub.cached_snapshot`)."""
+    if not isinstance(directory, (str, Path)):
+        raise TypeError(f"pass a probe folder or a hub id 'org/name', got {type(directory).__name__}")
+    local = io.resolve_folder(directory)
+    if local.exists():
+        if revision is not None:
+            raise ValueError(
+                f"revision={revision!r} picks a version of a hub id, but {directory} is a local folder; drop revision"
+            )
+        return local
+    if isinstance(directory, str) and hub.is_repo_id(directory):
+        return hub.cached_snapshot(directory, revision)
+    if revision is not None:
+        raise ValueError(
+            f"revision={revision!r} is for a hub id 'org/name'; {directory!r} is neither that nor a folder"
+        )
+    return local
 
 
 def _file_entry(data: bytes) -> dict[str, Any]:

@@ -37,6 +37,7 @@ TINY = {
         "hidden": 4,
         "q_hidden": 4,
     },
+    "sae_head": {"d_in": 6, "d_sae": 8, "sae_architecture": "topk", "k": 2, "hook_name": "blocks.0.hook_resid_post"},
     "prefix_code": {"d_in": 6, "vocab": 5, "n_pos": 4, "latent_dim": 2, "hidden": 8, "emb": 2},
     "ddpm_unet": {
         "sample_size": 8,

@@ -1,7 +1,8 @@
 """Lightweight disentangling heads, one module per idea.
 
 ``vae`` (VAEHead: any VAE-family objective), ``joint_vae`` (categorical + Gaussian latents),
-``infogan`` (InfoGAN on activation vectors), ``sequence`` (per-token heads whose code is read
+``infogan`` (InfoGAN on activation vectors), ``sae`` (a SAELens SAE imported as a head, its
+features the latents), ``sequence`` (per-token heads whose code is read
 from a sequence's prefix, conditioned on token id and position; Ada-GVAE on pairs that differ in
 unnamed factors), ``causal`` (CausalVAE: concepts related by a learned linear SCM, interventions
 that reach the children); ``common`` holds what they share.
@@ -16,6 +17,7 @@ from .causal import CausalVAEConfig, CausalVAEHead, acyclicity, structural_hammi
 from .common import DECODERS, AdditiveDecoder, mlp
 from .infogan import InfoGANHead, InfoGANHeadConfig
 from .joint_vae import JointVAEHead, JointVAEHeadConfig
+from .sae import SAEHead, SAEHeadConfig, SparseAutoencoder, SparseAutoencoderConfig
 from .sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code, heldout_loss
 from .vae import VAEHead, VAEHeadConfig
 
@@ -31,6 +33,10 @@ __all__ = [
     "PrefixCodeConfig",
     "PrefixCodeHead",
     "PrefixFitConfig",
+    "SAEHead",
+    "SAEHeadConfig",
+    "SparseAutoencoder",
+    "SparseAutoencoderConfig",
     "VAEHead",
     "VAEHeadConfig",
     "acyclicity",

@@ -4,7 +4,9 @@ Three parts:
 
 - :func:`load_saelens` reads a SAELens SAE folder (``cfg.json`` + ``sae_weights.safetensors``, the
   files ``SAE.save_model`` / ``TrainingSAE.save_inference_model`` write) as JSON and safetensors,
-  without SAELens and without executing anything, into a :class:`SparseAutoencoder` here: encode,
+  without SAELens and without executing anything, into a :class:`SparseAutoencoder`
+  (:mod:`probe_disentangle.heads.sae`, where :class:`~probe_disentangle.heads.sae.SAEHead` makes it
+  a probe head for :meth:`Probe.from_sae <probe_disentangle.probe.Probe.from_sae>`): encode,
   decode and the decoder rows, for the inference architectures SAELens saves (``standard``,
   ``topk``, ``jumprelu`` — which BatchTopK training saves as —, ``gated``). :func:`save_saelens`
   writes the same format back.
@@ -32,7 +34,6 @@ import sys
 import tempfile
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,11 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..adapters import Adapter
-from ..constants import SAELENS_CONFIG_FILE, SAELENS_WEIGHTS_FILE
+from ..constants import SAELENS_CONFIG_FILE, SAELENS_SCALER_FILE, SAELENS_WEIGHTS_FILE
+from ..heads.sae import ARCHITECTURE_TENSORS, SparseAutoencoder, SparseAutoencoderConfig
 from ..io import atomic_write_bytes, atomic_write_json, tensors_to_bytes
 from .baselines import mutual_information_matrix
 from .interchange import FeatureInterchanger, Interchanger, Reader, subspace_interchanger, vector_reader
@@ -55,109 +57,23 @@ INSTALL_HINT = (
     f"pip install -e '.[sae]' && pip install --no-deps sae-lens=={SAELENS_VERSION} "
     "(SAELens pins transformer-lens 3.x; --no-deps keeps this project's 4.x)"
 )
-# inference architecture -> its tensors besides W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec [d_in]
-ARCHITECTURE_TENSORS = {
-    "standard": ("b_enc",),
-    "topk": ("b_enc",),
-    "jumprelu": ("b_enc", "threshold"),
-    "gated": ("b_gate", "b_mag", "r_mag"),
-}
 # SAELens training architectures train_sae accepts; those with a k take it (the rest must not)
 TRAINABLE = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
-
-
-# ------------------------------------------------------------------ the inference SAE
-
-
-@dataclass
-class SparseAutoencoderConfig:
-    """What an SAELens inference SAE needs to encode and decode: sizes, the activation
-    (``architecture``; ``k`` for topk), whether ``b_dec`` is subtracted from the input before
-    encoding, whether topk activations are scaled by the decoder row norms, and the hook it was
-    trained at (informational)."""
-
-    d_in: int
-    d_sae: int
-    architecture: str = "standard"
-    k: int | None = None
-    apply_b_dec_to_input: bool = True
-    rescale_acts_by_decoder_norm: bool = False
-    hook_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURE_TENSORS:
-            raise ValueError(
-                f"unknown SAE architecture {self.architecture!r}; this loader reads {sorted(ARCHITECTURE_TENSORS)}"
-            )
-        if self.d_in < 1 or self.d_sae < 1:
-            raise ValueError(f"d_in and d_sae must be ≥ 1, got {self.d_in} and {self.d_sae}")
-        if self.architecture == "topk":
-            if self.k is None or not 1 <= self.k <= self.d_sae:
-                raise ValueError(f"a topk SAE needs k in 1..d_sae={self.d_sae}, got {self.k}")
-        elif self.k is not None:
-            raise ValueError(f"k is for topk SAEs only; a {self.architecture} SAE has none (got k={self.k})")
-
-
-class SparseAutoencoder(nn.Module):
-    """An SAELens inference SAE (same parameter names and shapes, same encode/decode), float32.
-
-    encode: ``x [N, d_in] → f [N, d_sae]``, with ``pre = (x − b_dec·apply) W_enc + b_enc`` and
-    standard: ReLU(pre); topk: the k largest of pre (times ‖W_dec row‖ if rescaled), ReLU'd, the
-    rest 0; jumprelu: ReLU(pre)·[pre > threshold]; gated: [x̃ W_enc + b_gate > 0]·ReLU(x̃ (W_enc ∘
-    exp r_mag) + b_mag), x̃ = x − b_dec·apply. decode: ``f @ feature_directions + b_dec``.
-    """
-
-    def __init__(self, config: SparseAutoencoderConfig) -> None:
-        super().__init__()
-        self.config = config
-        d, m = config.d_in, config.d_sae
-        self.W_enc = nn.Parameter(torch.zeros(d, m))
-        self.W_dec = nn.Parameter(torch.zeros(m, d))
-        self.b_dec = nn.Parameter(torch.zeros(d))
-        for name in ARCHITECTURE_TENSORS[config.architecture]:
-            self.register_parameter(name, nn.Parameter(torch.zeros(m)))
-
-    @property
-    def feature_directions(self) -> Tensor:
-        """``[d_sae, d_in]``: what one unit of each feature adds to the reconstruction, so that
-        decode(f) = f @ feature_directions + b_dec (W_dec, divided by its row norms when topk
-        activations are rescaled by them)."""
-        if self.config.rescale_acts_by_decoder_norm:
-            return self.W_dec / self.W_dec.norm(dim=-1, keepdim=True)
-        return self.W_dec
-
-    def _check(self, x: Tensor, width: int, what: str) -> Tensor:
-        if x.ndim != 2 or x.shape[1] != width:
-            raise ValueError(f"{what} must be [N, {width}] for this SAE, got {tuple(x.shape)}")
-        return x.to(self.W_enc.dtype)
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Feature activations ``[N, d_sae]`` of vectors ``x [N, d_in]``."""
-        cfg = self.config
-        x = self._check(x, cfg.d_in, "the vectors to encode")
-        if cfg.apply_b_dec_to_input:
-            x = x - self.b_dec
-        if cfg.architecture == "gated":
-            gate = (x @ self.W_enc + self.b_gate) > 0
-            return gate.to(x.dtype) * torch.relu(x @ (self.W_enc * self.r_mag.exp()) + self.b_mag)
-        pre = x @ self.W_enc + self.b_enc
-        if cfg.architecture == "standard":
-            return torch.relu(pre)
-        if cfg.architecture == "jumprelu":
-            return torch.relu(pre) * (pre > self.threshold).to(pre.dtype)
-        if cfg.rescale_acts_by_decoder_norm:
-            pre = pre * self.W_dec.norm(dim=-1)
-        vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
-
-    def decode(self, f: Tensor) -> Tensor:
-        """Reconstructions ``[N, d_in]`` of feature activations ``f [N, d_sae]``."""
-        f = self._check(f, self.config.d_sae, "the feature activations to decode")
-        return f @ self.feature_directions + self.b_dec
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+# SAELens's normalize_activations settings this loader reproduces: none, and a constant factor
+# (folded into the weights exactly as SAELens's fold_activation_norm_scaling_factor does)
+NORMALIZATIONS = ("none", "expected_average_only_in")
+# the settings it refuses, and why: each vector is rescaled by its own statistics, and SAELens's
+# decode undoes that with the statistics of the vector encoded last, so decode(f) is no function
+# of f alone and an edit's size would depend on the vector it is written into
+PER_VECTOR = {
+    "layer_norm": "a per-vector layer norm (each vector centred and divided by its own std; decode undoes it "
+    "with the statistics of the vector encoded last)",
+    "constant_norm_rescale": "a per-vector rescale to norm √d_in (decode divides by the factor of the vector "
+    "encoded last)",
+    "covariance_whitening": "a whitening SAELens folds into the weights at the end of training; a folder still "
+    "naming it holds unfolded weights",
+}
 
 
 # ------------------------------------------------------------------ the SAELens folder format
@@ -183,8 +99,9 @@ def _read_cfg(path: Path) -> dict[str, Any]:
 
 def _config_from_saelens(cfg: dict[str, Any], path: Path) -> SparseAutoencoderConfig:
     """Our config from an SAELens ``cfg.json`` (6.x; 5.x's ``activation_fn_str: "topk"`` on a
-    standard SAE reads as topk). Normalisations SAELens folds into the weights when saving are
-    accepted only as "none": a folder that still needs a runtime normalisation is refused."""
+    standard SAE reads as topk). ``normalize_activations``: "none", or "expected_average_only_in"
+    (a constant factor, folded into the weights by :func:`load_saelens`); the per-vector ones
+    (:data:`PER_VECTOR`) are refused, naming why."""
     arch = cfg.get("architecture", "standard")
     k = cfg.get("k")
     if cfg.get("activation_fn_str") == "topk":  # SAELens ≤ 5: topk was an activation of the standard SAE
@@ -195,10 +112,12 @@ def _config_from_saelens(cfg: dict[str, Any], path: Path) -> SparseAutoencoderCo
             "save the SAE with save_inference_model (BatchTopK saves as jumprelu)"
         )
     norm = cfg.get("normalize_activations", "none") or "none"
-    if norm != "none":
+    if norm not in NORMALIZATIONS:
+        why = PER_VECTOR.get(norm, "a normalisation this loader does not know")
         raise ValueError(
-            f"{path}: normalize_activations={norm!r} needs a runtime normalisation this loader does not apply; "
-            "fold it into the weights first (SAELens folds 'expected_average_only_in' at the end of training)"
+            f"{path}: normalize_activations={norm!r} is {why}; this loader reproduces only "
+            f"{sorted(NORMALIZATIONS)} (an SAE trained with 'expected_average_only_in' or 'covariance_whitening' "
+            "has it folded into its weights when SAELens saves it at the end of training: load that folder)"
         )
     if (cfg.get("reshape_activations") or "none") != "none":
         raise ValueError(f"{path}: reshape_activations={cfg['reshape_activations']!r}: only flat vectors are supported")
@@ -214,18 +133,47 @@ def _config_from_saelens(cfg: dict[str, Any], path: Path) -> SparseAutoencoderCo
     )
 
 
+def _scaling_factor(folder: Path, cfg_path: Path) -> float:
+    """The factor an ``expected_average_only_in`` SAE multiplies activations by, from the
+    ``activation_scaler.json`` SAELens writes beside a checkpoint's ``cfg.json``."""
+    path = folder / SAELENS_SCALER_FILE
+    hint = (
+        "SAELens folds it into the weights at the end of training (and saves 'none'); load the final "
+        "save_inference_model folder, or call sae.fold_activation_norm_scaling_factor(s) and save again"
+    )
+    if not path.is_file():
+        raise ValueError(
+            f"{cfg_path}: normalize_activations='expected_average_only_in' multiplies every activation by a "
+            f"factor, and {path} (where a SAELens checkpoint keeps it) is missing; {hint}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {hint}") from err
+    s = data.get("scaling_factor") if isinstance(data, dict) else None
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+        raise ValueError(f"{path} holds no positive finite 'scaling_factor' (got {s!r}); {hint}")
+    if data.get("has_whitening"):
+        raise ValueError(f"{path}: a whitened SAE ('has_whitening') is not reproduced here; {hint}")
+    return float(s)
+
+
 def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """An SAELens SAE folder (``cfg.json`` + ``sae_weights.safetensors``) as a :class:`SparseAutoencoder`.
 
     Reads JSON and safetensors only (no SAELens, no pickle). Every tensor the architecture needs
     must be there with the shape ``cfg.json`` implies, and no other (a mismatch names the tensor
     and both shapes). Older layouts: ``log_threshold`` becomes ``threshold = exp(log_threshold)``;
-    a ``scaling_factor`` (SAELens ≤ 5 fine-tuning) is folded into W_dec."""
+    a ``scaling_factor`` (SAELens ≤ 5 fine-tuning) is folded into W_dec. A checkpoint still
+    marked ``normalize_activations="expected_average_only_in"`` has the factor s of its
+    ``activation_scaler.json`` folded in as SAELens folds it at the end of training
+    (W_enc·s, W_dec/s, b_dec/s: the SAE then reads raw activations)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the folder holding {SAELENS_CONFIG_FILE}")
     cfg_path, weights_path = folder / SAELENS_CONFIG_FILE, folder / SAELENS_WEIGHTS_FILE
-    config = _config_from_saelens(_read_cfg(cfg_path), cfg_path)
+    cfg = _read_cfg(cfg_path)
+    config = _config_from_saelens(cfg, cfg_path)
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} is missing; the SAE folder is incomplete (save it again)")
     try:
@@ -254,6 +202,9 @@ def load_saelens(folder: str | Path, device: str | torch.device = "cpu") -> Spar
         if tuple(scale.shape) != (config.d_sae,):
             raise ValueError(f"{weights_path}: scaling_factor is {tuple(scale.shape)}, needs ({config.d_sae},)")
         state["W_dec"] = state["W_dec"] * scale.float()[:, None]
+    if (cfg.get("normalize_activations") or "none") == "expected_average_only_in":
+        s = _scaling_factor(folder, cfg_path)
+        state["W_enc"], state["W_dec"], state["b_dec"] = state["W_enc"] * s, state["W_dec"] / s, state["b_dec"] / s
     sae.load_state_dict(state, strict=True)
     return sae.requires_grad_(False).to(device).eval()  # a frozen baseline: nothing trains it here
 

@@ -138,6 +138,37 @@ def test_save_saelens_round_trips(tmp_path):
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["cfg.json", "sae_weights.safetensors"]
 
 
+def test_a_constant_activation_scale_is_folded_in_from_the_checkpoints_scaler(tmp_path):
+    cfg = {"architecture": "standard", "d_in": 2, "d_sae": 3, "normalize_activations": "expected_average_only_in"}
+    folder = write_folder(tmp_path / "scaled", cfg, base_tensors(b_enc=[0.0, -0.5, -0.5]))
+    with pytest.raises(ValueError, match=r"activation_scaler\.json .*is missing"):
+        S.load_saelens(folder)
+    (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": 2.0, "has_whitening": False}))
+    sae = S.load_saelens(folder)
+    # SAELens reads x·2: pre = (2x − b_dec) W_enc + b_enc = (x − b_dec/2)(2 W_enc) + b_enc, decode / 2
+    plain = S.load_saelens(
+        write_folder(
+            tmp_path / "plain", {**cfg, "normalize_activations": "none"}, base_tensors(b_enc=[0.0, -0.5, -0.5])
+        )
+    )
+    f = sae.encode(X)
+    torch.testing.assert_close(f, plain.encode(2 * X))  # pre = [3, 1.5, -1.5] → [3, 1.5, 0]
+    torch.testing.assert_close(f, torch.tensor([[3.0, 1.5, 0.0]]))
+    torch.testing.assert_close(sae.decode(f), plain.decode(f) / 2)
+    for bad, match in (
+        ({"scaling_factor": None}, "no positive finite"),
+        ({"scaling_factor": 2.0, "has_whitening": True}, "whitened"),
+    ):
+        (folder / "activation_scaler.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match):
+            S.load_saelens(folder)
+    for norm in ("constant_norm_rescale", "covariance_whitening", "mystery"):
+        with pytest.raises(ValueError, match=f"normalize_activations='{norm}' is .*reproduces only"):
+            S.load_saelens(
+                write_folder(tmp_path / norm, {**cfg, "normalize_activations": norm}, base_tensors(b_enc=[0.0] * 3))
+            )
+
+
 # ------------------------------------------------------------------ loading: errors
 
 
