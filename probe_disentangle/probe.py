@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from . import __version__, io, registry
+from . import __version__, distributed, io, registry
 from .adapters import Adapter, attach
 from .constants import (
     CONFIG_FILE,
@@ -187,13 +187,19 @@ class Probe:
         train = train or TrainConfig()
         if resume and not train.checkpoint_dir:
             raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
-        if not resume:
+        # under torchrun: data parallel (each rank runs the host on its own shard of the data)
+        dp = distributed.init_from_env() or distributed.DataParallel.current()
+        main = dp is None or dp.is_main
+        if not resume and main:
             prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
+        distributed.barrier(dp)
+        if dp is not None:
+            data = distributed.ShardedBatches(data, dp)
         store = ActivationStore(
             self.adapter,
             self.hook,
             data,
-            batch_size=train.batch_size,
+            batch_size=train.batch_size if dp is None else dp.local_batch(train.batch_size),
             buffer_size=buffer_size,
             device=device or "cpu",
             seed=train.seed,
@@ -204,8 +210,10 @@ class Probe:
             reference = self._load_fit_state(fit_dir, normalize)
             store.normalizer = self.normalizer
         else:
-            if normalize:
-                self.normalizer = store.estimate_normalizer(normalizer_vectors)
+            if normalize:  # data parallel: every rank's statistics, combined exactly
+                per_rank = normalizer_vectors if dp is None else max(1, normalizer_vectors // dp.world_size)
+                reduce = None if dp is None else lambda stats: distributed.reduce_stats(stats, dp)
+                self.normalizer = store.estimate_normalizer(per_rank, reduce=reduce)
             store.normalizer = self.normalizer
             # read before training, from the same pass the trainer then carries on: the host runs once
             reference = store.collect(max_vectors=REFERENCE_VECTORS)
@@ -240,9 +248,12 @@ class Probe:
             codes, _ = isa_codes(x, sizes, seed=train.seed)
             steps = {} if init_steps is None else {"steps": init_steps}
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)
-        if train.checkpoint_dir and not resume:
+        if train.checkpoint_dir and not resume and main:
             self._save_fit_state(Path(train.checkpoint_dir), reference, normalize)
-        result = Trainer(self.head, train).fit(store, resume=resume, resume_config=resume_config)
+        distributed.barrier(dp)
+        result = Trainer(self.head, train, data_parallel=dp if dp is not None else False).fit(
+            store, resume=resume, resume_config=resume_config
+        )
         self.reference_codes = self._codes(reference.to(self._param_device()))
         return result
 
@@ -545,9 +556,18 @@ class Probe:
         All or nothing (:func:`io.atomic_folder`): a kill at any moment leaves the previous save
         or this one, whole. ``probe.json`` lists every file with its SHA-256 and what the probe
         holds (normaliser, reference codes); loading checks both, so parts of two saves never
-        load together."""
+        load together. In a data-parallel job rank 0 alone writes; the others wait until it has."""
         self._require_head()
         directory = Path(directory)
+        dp = distributed.DataParallel.current()
+        if dp is not None and not dp.is_main:
+            distributed.barrier(dp)
+            return directory
+        out = self._write_pretrained(directory)
+        distributed.barrier(dp)  # on success only: a failed write ends rank 0 with its error
+        return out
+
+    def _write_pretrained(self, directory: Path) -> Path:
         tensors = {}
         if self.normalizer is not None:
             tensors["normalizer.mean"], tensors["normalizer.std"] = self.normalizer.mean, self.normalizer.std
