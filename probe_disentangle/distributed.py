@@ -192,10 +192,27 @@ def gather_rows(*tensors: Tensor) -> Any:
     gradient on each rank, which the all-reduce's division by W undoes). Identity in one process."""
     dp = _ACTIVE.get()
     if dp is not None:
-        from torch.distributed.nn.functional import all_gather
-
-        tensors = tuple(torch.cat(all_gather(t.contiguous(), group=dp.group)) for t in tensors)
+        tensors = tuple(_GatherRows.apply(t, dp) for t in tensors)
     return tensors[0] if len(tensors) == 1 else tensors
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather along rows; backward sums each row's gradient over the ranks (an all-reduce,
+    which gloo has; it has no reduce-scatter) and keeps this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, dp: DataParallel) -> Tensor:  # type: ignore[override]
+        ctx.dp, ctx.rows = dp, t.shape[0]
+        parts = [torch.empty_like(t) for _ in range(dp.world_size)]
+        dist.all_gather(parts, t.contiguous(), group=dp.group)
+        return torch.cat(parts)  # [W·b, ...]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        dp, b = ctx.dp, ctx.rows
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=dp.group)
+        return grad[dp.rank * b : (dp.rank + 1) * b], None
 
 
 # ------------------------------------------------------------------ reductions
