@@ -5,7 +5,7 @@ all-reduce). Also checks the data-parallel head ends equal to the single-process
 
     python benchmarks/distributed_fit.py                            # CPU: 1 process vs 2 gloo processes
     python benchmarks/distributed_fit.py --objectives beta_vae --steps 40 --batch 1024
-    python benchmarks/distributed_fit.py --device cuda --nprocs 1   # one GPU through torchrun (NCCL)
+    python benchmarks/distributed_fit.py --device cuda --nprocs 1   # one GPU: torchrun, NCCL group of one
 
 On a CPU the two gloo processes share the machine's cores with each other: the ratio says what
 splitting one CPU's work over processes costs (communication, duplicated whole-batch terms), not
@@ -43,7 +43,9 @@ def worker(args: argparse.Namespace) -> None:
     from probe_disentangle.train import Trainer
 
     torch.set_num_threads(args.threads)
-    dp = distributed.init_from_env()
+    # under torchrun: the data-parallel path, also for one process (a group of one on one GPU
+    # measures what the path itself costs); a plain process trains without it
+    dp = distributed.init_from_env(min_world_size=1)
     device = args.device
     if device == "cuda" and dp is not None:
         device = f"cuda:{torch.cuda.current_device()}"
@@ -55,7 +57,7 @@ def worker(args: argparse.Namespace) -> None:
         cfg = TrainConfig(
             steps=args.warmup, batch_size=args.batch, lr=1e-3, progress=False, device=device, log_every=10**9
         )
-        trainer = Trainer(head, cfg)
+        trainer = Trainer(head, cfg, data_parallel=dp if dp is not None else False)
         trainer.fit(data)
         trainer.config.steps = args.warmup + args.steps
         sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

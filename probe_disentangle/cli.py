@@ -103,7 +103,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     # under torchrun (torchrun --nproc-per-node N -m probe_disentangle.cli fit ...): data parallel,
     # each rank running the host on its shard of the data; rank 0 alone saves and reports
-    dp = distributed.init_from_env()
+    dp = distributed.init_from_env(device=_device(args.device))
     try:
         return _fit_one(args, dp)
     finally:

@@ -98,17 +98,26 @@ class DataParallel:
         return global_batch // self.world_size
 
 
-def init_from_env(backend: str | None = None, timeout_s: float = 600.0) -> DataParallel | None:
-    """Under torchrun with more than one process, initialise the default process group (NCCL on
-    GPUs, gloo on CPUs, each rank on GPU ``LOCAL_RANK``) unless it already is; return the group.
-    Without torchrun, or with one process, return None: the fit runs as a single process."""
+def init_from_env(
+    backend: str | None = None,
+    timeout_s: float = 600.0,
+    min_world_size: int = 2,
+    device: str | torch.device | None = None,
+) -> DataParallel | None:
+    """Under torchrun with at least ``min_world_size`` processes, initialise the default process
+    group unless it already is, and return it. ``backend`` None: NCCL when each rank has a GPU of
+    its own (rank on GPU ``LOCAL_RANK``) and ``device`` is not the CPU, else gloo. Without torchrun, or with fewer processes, return None: the fit runs as a
+    single process. ``min_world_size=1`` sets up a group of one (to measure the data-parallel
+    path's own cost on one GPU)."""
     env = launch_env()
-    if env is None or env.world_size < 2:
+    if env is None or env.world_size < max(1, min_world_size):
         return None
     if dist.is_initialized():
-        return DataParallel.current()
+        return DataParallel(dist.get_rank(), dist.get_world_size())
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        on_cpu = device is not None and torch.device(device).type == "cpu"
+        own_gpu = torch.cuda.is_available() and env.local_rank < torch.cuda.device_count()
+        backend = "nccl" if own_gpu and not on_cpu else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
     dist.init_process_group(
@@ -118,7 +127,7 @@ def init_from_env(backend: str | None = None, timeout_s: float = 600.0) -> DataP
         world_size=env.world_size,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
-    return DataParallel.current()
+    return DataParallel(dist.get_rank(), dist.get_world_size())
 
 
 def destroy() -> None:

@@ -36,7 +36,7 @@ from .constants import (
 )
 from .heads import InfoGANHead, JointVAEHead, VAEHead
 from .store import ActivationStore, Normalizer
-from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir
+from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir, resolve_device
 
 ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
 REFERENCE_VECTORS = 4096  # vectors whose codes are kept as the probe's reference (traversal and steering ranges)
@@ -188,7 +188,8 @@ class Probe:
         if resume and not train.checkpoint_dir:
             raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
         # under torchrun: data parallel (each rank runs the host on its own shard of the data)
-        dp = distributed.init_from_env() or distributed.DataParallel.current()
+        # (the group's backend follows the head's device: NCCL for GPUs, gloo for the CPU)
+        dp = distributed.init_from_env(device=resolve_device(train.device)) or distributed.DataParallel.current()
         main = dp is None or dp.is_main
         if not resume and main:
             prepare_checkpoint_dir(train.checkpoint_dir, overwrite)

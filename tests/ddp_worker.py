@@ -56,7 +56,8 @@ def make(kind: str) -> nn.Module:
 def config(**kw):
     from probe_disentangle import TrainConfig
 
-    return TrainConfig(**{"steps": STEPS, "batch_size": BATCH, "lr": 3e-3, "progress": False, "log_every": 4, **kw})
+    cfg = {"steps": STEPS, "batch_size": BATCH, "lr": 3e-3, "progress": False, "log_every": 4, "device": "cpu"}
+    return TrainConfig(**{**cfg, **kw})
 
 
 def fit(kind: str, data_parallel=None, **kw) -> nn.Module:
@@ -87,7 +88,7 @@ def probe_fit():
     from probe_disentangle import Probe
 
     probe = Probe(Host(), "mid", head_config={"latent_dim": 2, "hidden": 8, "depth": 1, "objective": "beta_vae"})
-    probe.fit(host_batches(), config(steps=4, batch_size=8), buffer_size=32, normalizer_vectors=10_000)
+    probe.fit(host_batches(), config(steps=4, batch_size=8), buffer_size=32, normalizer_vectors=10_000, device="cpu")
     return probe
 
 
@@ -117,7 +118,7 @@ def main(scenario: str, out: Path) -> None:
     from probe_disentangle.train import Trainer
 
     torch.set_num_threads(1)
-    dp = distributed.init_from_env()
+    dp = distributed.init_from_env(backend="gloo")  # CPU processes, also where a GPU is visible
     assert dp is not None and dp.world_size == 2, "launch with torchrun --nproc-per-node 2"
     tensors: dict[str, torch.Tensor] = {}
     if scenario == "equal":

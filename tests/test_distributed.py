@@ -137,3 +137,17 @@ def test_rows_of_a_global_batch_without_a_group():
         assert torch.equal(distributed.randn_rows(like), whole[3:])
         assert torch.equal(distributed.local_rows(torch.arange(6)), torch.arange(3, 6))
     assert distributed.active() is None
+
+
+@pytest.mark.slow
+def test_cli_fit_under_torchrun_saves_one_probe(tmp_path):
+    pytest.importorskip("transformer_lens")
+    out = tmp_path / "probe"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "probe_disentangle.cli", "fit", "factor_lm", "--hook", "blocks.1.hook_resid_post", "--out", str(out)]
+    cmd += ["--steps", "6", "--batch-size", "128", "--latents", "3", "--sequences", "300", "--no-progress"]
+    run = subprocess.run([*cmd, "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.stdout.count("fitted beta_tcvae head (3 latents)") == 1 and "on 2 processes" in run.stdout
+    assert (out / "probe.json").is_file() and (out / "directions.safetensors").is_file()
