@@ -601,7 +601,9 @@ class _VAEObjective(nn.Module):
 
     # True when the loss is a mean over the batch's rows of per-row terms, so a data-parallel step
     # may compute it on each rank's rows and average; False (the safe default) when the rows are
-    # coupled (β-TCVAE's estimators, DIP-VAE's covariance, capacity's |KL − C| of the batch's KL)
+    # coupled (β-TCVAE's estimators, DIP-VAE's covariance, capacity's |KL − C| of the batch's KL):
+    # the step then passes the global batch's mu, logvar and z, with this rank's x and recon, so
+    # an objective may use x and recon only through the reconstruction's mean over rows
     rows_additive = False
 
     def __init__(self, reconstruction: str = "gaussian", sigma: float = 1.0) -> None:

@@ -114,9 +114,10 @@ class VAEFamilyMixin:
         """One VAE update, then (FactorVAE) one discriminator update on the same batch's z.
 
         In a data-parallel step (``distributed.rows_of``) an objective whose rows are coupled sees
-        the global batch (all-gathered with autograd), one that is a mean over rows sees this
-        rank's rows, and FactorVAE's permutation shuffles the global batch's z: the update is the
-        single-process one with the same global batch."""
+        the global batch's latents (mu, logvar, z all-gathered with autograd; x and recon stay
+        local, as they enter only through the reconstruction's mean over rows), one that is a mean
+        over rows sees this rank's rows, and FactorVAE's permutation shuffles the global batch's z:
+        the update is the single-process one with the same global batch."""
         x = self._prepare(first(batch))
         recon, mu, logvar, z = self(x)
         factor = isinstance(self.objective, losses.FactorVAELoss)
@@ -124,7 +125,9 @@ class VAEFamilyMixin:
         # be discarded by its optimiser's zero_grad, so they are not computed
         with _frozen(self.objective.discriminator) if factor else contextlib.nullcontext():
             if distributed.active() is not None and not getattr(self.objective, "rows_additive", False):
-                result = self.objective(*distributed.gather_rows(x, recon, mu, logvar, z), step=step)
+                # only the latents travel: x and recon enter every objective through the
+                # reconstruction's mean over rows, which the gradient average makes global
+                result = self.objective(x, recon, *distributed.gather_rows(mu, logvar, z), step=step)
             else:
                 result = self.objective(x, recon, mu, logvar, z, step=step)
             optimize("vae", result)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-KINDS = ("beta_vae", "factor_vae", "infogan", "beta_tcvae", "dip_vae")
+KINDS = ("beta_vae", "factor_vae", "infogan", "beta_tcvae", "dip_vae", "capacity")
 STEPS = 12
 BATCH = 16
 D = 8
@@ -49,6 +49,7 @@ def make(kind: str) -> nn.Module:
         "factor_vae": {"gamma": 6.0, "disc_hidden": 16, "disc_depth": 2},
         "beta_tcvae": {"beta": 6.0, "dataset_size": 96},
         "dip_vae": {"lambda_od": 5.0},
+        "capacity": {"gamma": 50.0, "c_max": 5.0, "c_steps": 8},
     }[kind]
     return VAEHead(VAEHeadConfig(d_in=D, latent_dim=3, hidden=16, depth=1, objective=kind, objective_args=args))
 
