@@ -7,6 +7,8 @@
 - ``fail``: rank 1 raises at step 7 of a checkpointed fit (checkpoints every 3 steps).
 - ``kill``: rank 0 SIGKILLs itself at step 7 of that fit; ``resume`` carries it on to the end and
   rank 0 writes ``OUT_DIR/resume.safetensors``.
+- ``probe_full`` / ``probe_kill`` / ``probe_resume``: the same for a checkpointed Probe.fit, whose
+  ranks each stream their own shard of the host's data.
 """
 
 from __future__ import annotations
@@ -93,11 +95,11 @@ def probe_fit():
     return probe
 
 
-def faulty(mode: str) -> nn.Module:
+def faulty(mode: str, model: nn.Module | None = None) -> nn.Module:
     """A β-VAE head whose step ``FAIL_STEP`` fails: rank 1 raises ("fail"), rank 0 kills itself ("kill")."""
     from probe_disentangle import distributed
 
-    model = make("beta_vae")
+    model = model if model is not None else make("beta_vae")
     step_fn = model.training_step
 
     def training_step(batch, step, optimize):
@@ -111,6 +113,22 @@ def faulty(mode: str) -> nn.Module:
 
     model.training_step = training_step
     return model
+
+
+def probe_run(mode: str, out: Path) -> nn.Module:
+    """A checkpointed data-parallel Probe.fit ("probe_full"), killed at step 7 ("probe_kill") or
+    resumed from its last checkpoint ("probe_resume"); returns the head."""
+    from probe_disentangle import Probe
+    from probe_disentangle.heads import VAEHead, VAEHeadConfig
+
+    torch.manual_seed(5)
+    head = VAEHead(VAEHeadConfig(d_in=D, latent_dim=2, hidden=8, depth=1, objective="beta_vae"))
+    head = faulty("kill" if mode == "probe_kill" else "none", head)
+    ckpt = out / ("pfull" if mode == "probe_full" else "pckpt")
+    train = config(steps=STEPS, batch_size=8, checkpoint_dir=str(ckpt), checkpoint_every=3)
+    resume = True if mode == "probe_resume" else None
+    Probe(Host(), "mid", head=head).fit(host_batches(), train, buffer_size=16, device="cpu", resume=resume)
+    return head
 
 
 def main(scenario: str, out: Path) -> None:
@@ -136,6 +154,8 @@ def main(scenario: str, out: Path) -> None:
         probe = probe_fit()
         tensors.update({"probe.mean": probe.normalizer.mean, "probe.std": probe.normalizer.std})
         probe.save_pretrained(out / "probe")
+    elif scenario.startswith("probe_"):
+        tensors = dict(probe_run(scenario, out).state_dict())
     else:
         model = faulty(scenario)
         trainer = Trainer(model, config(checkpoint_dir=str(out / "ckpt"), checkpoint_every=3))

@@ -151,3 +151,17 @@ def test_cli_fit_under_torchrun_saves_one_probe(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     assert run.stdout.count("fitted beta_tcvae head (3 latents)") == 1 and "on 2 processes" in run.stdout
     assert (out / "probe.json").is_file() and (out / "directions.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_probe_fit_resumes_every_ranks_data_position_after_sigkill(tmp_path):
+    """Each rank's activation store streams its own shard: the checkpoint holds every rank's
+    position, and the resumed fit ends bit-identical to one never interrupted."""
+    full = torchrun("probe_full", tmp_path)
+    assert full.returncode == 0, full.stderr[-4000:]
+    assert torchrun("probe_kill", tmp_path).returncode != 0
+    assert (tmp_path / "pckpt" / LATEST_FILE).read_text().strip() == "step_00000006"
+    resumed = torchrun("probe_resume", tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    a, b = load_file(str(tmp_path / "probe_full.safetensors")), load_file(str(tmp_path / "probe_resume.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
