@@ -227,6 +227,13 @@ class _GatherRows(torch.autograd.Function):
 # ------------------------------------------------------------------ reductions
 
 
+def _comm_device(dp: DataParallel) -> torch.device:
+    """Where a small tensor sent between ranks must live: this rank's GPU for NCCL, else the CPU."""
+    if dist.get_backend(dp.group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_grads(params: Sequence[torch.nn.Parameter], dp: DataParallel) -> None:
     """Average the gradients of ``params`` over the ranks in one flat all-reduce (params without a
     gradient are skipped; every rank runs the same step, so they are the same params everywhere)."""
@@ -246,7 +253,7 @@ def any_rank(flag: Tensor, dp: DataParallel | None) -> Tensor:
     """A 0-d bool: is ``flag`` true on any rank? (the non-finite guard stops every rank together)."""
     if dp is None:
         return flag
-    t = flag.detach().reshape(()).to(torch.int32)
+    t = flag.detach().reshape(()).to(device=_comm_device(dp), dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=dp.group)
     return t.bool()
 
@@ -256,7 +263,7 @@ def mean_scalars(scalars: dict[str, float], dp: DataParallel | None) -> dict[str
     if dp is None or not scalars:
         return scalars
     keys = sorted(scalars)
-    t = torch.tensor([float(scalars[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(scalars[k]) for k in keys], dtype=torch.float64, device=_comm_device(dp))
     dist.all_reduce(t, group=dp.group)
     t /= dp.world_size
     return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
@@ -294,10 +301,7 @@ def reduce_moments(
             "(at least world_size host batches) or run fewer processes"
         )
     d = mean.numel()
-    device = mean.device if mean is not None else torch.device("cpu")
-    if dist.get_backend(dp.group) == "nccl" and device.type != "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    row = torch.zeros(2 * d + 1, dtype=torch.float64, device=device)
+    row = torch.zeros(2 * d + 1, dtype=torch.float64, device=_comm_device(dp))
     row[0] = n
     if mean is not None:
         row[1 : d + 1], row[d + 1 :] = mean.to(row), m2.to(row)
@@ -319,8 +323,7 @@ def reduce_stats(stats: Any, dp: DataParallel | None) -> Any:
 def gather_bytes(data: bytes, dp: DataParallel) -> list[bytes]:
     """Every rank's ``data`` (any length), in rank order, on every rank; sent as uint8 tensors
     (no pickling, unlike ``all_gather_object``)."""
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(dp.group) == "nccl" else None
-    device = device or torch.device("cpu")
+    device = _comm_device(dp)
     size = torch.tensor([len(data)], dtype=torch.int64, device=device)
     sizes = [torch.empty_like(size) for _ in range(dp.world_size)]
     dist.all_gather(sizes, size, group=dp.group)
