@@ -7,6 +7,7 @@
 - ``fail``: rank 1 raises at step 7 of a checkpointed fit (checkpoints every 3 steps).
 - ``kill``: rank 0 SIGKILLs itself at step 7 of that fit; ``resume`` carries it on to the end and
   rank 0 writes ``OUT_DIR/resume.safetensors``.
+- ``nan``: a NaN in one row of the data; the non-finite guard stops both ranks at one step.
 - ``probe_full`` / ``probe_kill`` / ``probe_resume``: the same for a checkpointed Probe.fit, whose
   ranks each stream their own shard of the host's data.
 """
@@ -154,6 +155,10 @@ def main(scenario: str, out: Path) -> None:
         probe = probe_fit()
         tensors.update({"probe.mean": probe.normalizer.mean, "probe.std": probe.normalizer.std})
         probe.save_pretrained(out / "probe")
+    elif scenario == "nan":  # a NaN in one row of the data: whichever rank draws it, both stop
+        x = data()
+        x[5, 2] = float("nan")
+        Trainer(make("beta_vae"), config()).fit(x)
     elif scenario.startswith("probe_"):
         tensors = dict(probe_run(scenario, out).state_dict())
     else:

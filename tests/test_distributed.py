@@ -4,6 +4,7 @@ against the single-process run with the same global batch (tests/ddp_worker.py h
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,11 @@ def test_probe_fit_resumes_every_ranks_data_position_after_sigkill(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     a, b = load_file(str(tmp_path / "probe_full.safetensors")), load_file(str(tmp_path / "probe_resume.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    run = torchrun("nan", tmp_path)
+    assert run.returncode != 0
+    found = re.findall(r"non-finite input batch at step (\d+)", run.stderr + run.stdout)
+    assert len(found) >= 2 and len(set(found)) == 1, run.stderr[-3000:]
