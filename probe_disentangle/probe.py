@@ -179,7 +179,13 @@ class Probe:
         bit-identical (CPU) to one never interrupted. A fit that does not resume refuses a
         ``checkpoint_dir`` holding another run's checkpoints; ``overwrite=True`` deletes them.
         ``resume_config``: as :meth:`Trainer.fit` (a resume with another training config fails
-        unless "override")."""
+        unless "override").
+
+        Launched by torchrun (``torchrun --nproc-per-node N ...``) the fit is data-parallel: each
+        rank runs the host on every N-th host batch, the normaliser combines every rank's
+        statistics exactly, ``train.batch_size`` is the global batch (``batch_size / N`` rows a
+        rank), and rank 0 alone writes the fit state and checkpoints (every rank's position in its
+        data is in them; resume with the same N). The reference vectors are rank 0's."""
         if init not in (None, "isa"):
             raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
         if init_steps is not None and init_steps < 1:
