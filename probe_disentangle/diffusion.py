@@ -56,7 +56,9 @@ def import_diffusers():
     try:
         import diffusers
     except ImportError as err:
-        raise ImportError("the diffusion path needs diffusers: pip install 'probe-disentangle[diffusion]'") from err
+        raise ImportError(
+            "the diffusion path needs diffusers: pip install 'probe-disentangle[diffusion]'"
+        ) from err
     return diffusers
 
 
