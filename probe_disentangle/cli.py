@@ -125,10 +125,23 @@ def _data(args: argparse.Namespace, host, n_default: int):
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    # under torchrun (torchrun --nproc-per-node N -m probe_disentangle.cli fit ...): data parallel,
+    # each rank running the host on its shard of the data; rank 0 alone saves and reports
+    dp = distributed.init_from_env(device=_device(args.device))
+    try:
+        return _fit_one(args, dp)
+    finally:
+        distributed.destroy()
+
+
+def _fit_one(args: argparse.Namespace, dp) -> int:
     from .hosts import load_host
     from .probe import Probe
     from .train import TrainConfig
 
+    main = dp is None or dp.is_main
     out = Path(args.out)
     if (out / PROBE_FILE).exists() and not args.overwrite:
         raise ValueError(f"{out} already holds a probe; pass --overwrite to replace it or choose another --out")
@@ -136,6 +149,8 @@ def _fit(args: argparse.Namespace) -> int:
     host = load_host(args.model, device)
     batches = _data(args, host, n_default=20_000)
     if args.condition or args.pairs:
+        if dp is not None:
+            raise ValueError("--condition and --pairs heads train in one process: run this fit without torchrun")
         return _fit_sequence(args, host, batches, out)
     objective_args = dict(json.loads(args.objective_args)) if args.objective_args else {}
     if args.beta is not None:
@@ -192,10 +207,12 @@ def _fit(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = probe.fit(batches, train, buffer_size=args.buffer, device=device, init=args.init)
-    probe.save_pretrained(out)
-    last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
-    print(f"fitted {what} at {args.hook} of {args.model}: {result.step} steps; {last}")
-    print(f"saved probe to {out}  (directions: {out / DIRECTIONS_FILE})")
+    probe.save_pretrained(out)  # rank 0 writes, the others wait
+    if main:
+        last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
+        ranks = f" on {dp.world_size} processes" if dp is not None else ""
+        print(f"fitted {what} at {args.hook} of {args.model}: {result.step} steps{ranks}; {last}")
+        print(f"saved probe to {out}  (directions: {out / DIRECTIONS_FILE})")
     return 0
 
 

@@ -185,9 +185,11 @@ def _same_size_groups(logits: list[Tensor]) -> list[Tensor]:
     return [torch.stack(g, dim=1) for g in sizes.values()]
 
 
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + exp(logvar / 2) · ε, ε ~ N(0, I) (Kingma & Welling 2014)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def reparameterize(mu: Tensor, logvar: Tensor, noise: Tensor | None = None) -> Tensor:
+    """z = mu + exp(logvar / 2) · ε, ε ~ N(0, I) (Kingma & Welling 2014); ``noise``: ε drawn by
+    the caller (a data-parallel step draws the global batch's and passes its rows)."""
+    eps = torch.randn_like(mu) if noise is None else noise
+    return mu + torch.exp(0.5 * logvar) * eps
 
 
 def permute_dims(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -597,6 +599,13 @@ def gaussian_mi_lower_bound(mean: Tensor, logvar: Tensor, codes: Tensor, code_en
 class _VAEObjective(nn.Module):
     """Shared parts: reconstruction and analytic KL. Subclasses add their regulariser."""
 
+    # True when the loss is a mean over the batch's rows of per-row terms, so a data-parallel step
+    # may compute it on each rank's rows and average; False (the safe default) when the rows are
+    # coupled (β-TCVAE's estimators, DIP-VAE's covariance, capacity's |KL − C| of the batch's KL):
+    # the step then passes the global batch's mu, logvar and z, with this rank's x and recon, so
+    # an objective may use x and recon only through the reconstruction's mean over rows
+    rows_additive = False
+
     def __init__(self, reconstruction: str = "gaussian", sigma: float = 1.0) -> None:
         super().__init__()
         if reconstruction not in ("gaussian", "bernoulli"):
@@ -613,6 +622,8 @@ class _VAEObjective(nn.Module):
 
 class BetaVAELoss(_VAEObjective):
     """recon + β·KL(q(z|x) || p(z)) (Higgins et al. 2017, eq. 4); β = 1 is the plain VAE."""
+
+    rows_additive = True
 
     def __init__(self, beta: float = 4.0, **kw) -> None:
         super().__init__(**kw)
@@ -775,6 +786,8 @@ class FactorVAELoss(_VAEObjective):
     (:class:`FactorDiscriminator`).
     """
 
+    rows_additive = True  # recon + KL + γ·mean logit D(z): each a mean over rows
+
     def __init__(
         self,
         gamma: float = 10.0,
@@ -793,11 +806,15 @@ class FactorVAELoss(_VAEObjective):
         tc = self.discriminator(z).mean()
         return LossResult(rec + kl + self.gamma * tc, {"recon": rec, "kl": kl, "tc": tc})
 
-    def discriminator_loss(self, z: Tensor, generator: torch.Generator | None = None) -> LossResult:
-        """Binary cross-entropy: q(z) samples labelled 1, permuted samples labelled 0."""
+    def discriminator_loss(
+        self, z: Tensor, generator: torch.Generator | None = None, permuted: Tensor | None = None
+    ) -> LossResult:
+        """Binary cross-entropy: q(z) samples labelled 1, permuted samples labelled 0. ``permuted``:
+        the product-of-marginals samples when drawn by the caller (a data-parallel step permutes
+        the global batch and passes its rows); by default ``permute_dims(z)``."""
         z = z.detach()
         real = self.discriminator(z)
-        fake = self.discriminator(permute_dims(z, generator))
+        fake = self.discriminator(permute_dims(z, generator) if permuted is None else permuted.detach())
         disc = 0.5 * (
             F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))

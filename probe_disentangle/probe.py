@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from . import __version__, hub, io, registry
+from . import __version__, distributed, hub, io, registry
 from .adapters import Adapter, HookError, attach
 from .constants import (
     CONFIG_FILE,
@@ -38,7 +38,7 @@ from .constants import (
 )
 from .heads import CausalVAEHead, InfoGANHead, JointVAEHead, SAEHead, VAEHead
 from .store import ActivationStore, Normalizer
-from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir
+from .train import TrainConfig, Trainer, TrainResult, prepare_checkpoint_dir, resolve_device
 
 _DECODING_HEADS = (VAEHead, JointVAEHead, CausalVAEHead, SAEHead)  # heads with decode(z): error-preserving edits
 ISA_MAX_VALUES = 8  # init="isa" on a Gaussian head: at most this many clusters per latent
@@ -227,7 +227,13 @@ class Probe:
         bit-identical (CPU) to one never interrupted. A fit that does not resume refuses a
         ``checkpoint_dir`` holding another run's checkpoints; ``overwrite=True`` deletes them.
         ``resume_config``: as :meth:`Trainer.fit` (a resume with another training config fails
-        unless "override")."""
+        unless "override").
+
+        Launched by torchrun (``torchrun --nproc-per-node N ...``) the fit is data-parallel: each
+        rank runs the host on every N-th host batch, the normaliser combines every rank's
+        statistics exactly, ``train.batch_size`` is the global batch (``batch_size / N`` rows a
+        rank), and rank 0 alone writes the fit state and checkpoints (every rank's position in its
+        data is in them; resume with the same N). The reference vectors are rank 0's."""
         if init not in (None, "isa"):
             raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
         if self.architecture == SAEHead.architecture:
@@ -240,13 +246,20 @@ class Probe:
         train = train or TrainConfig()
         if resume and not train.checkpoint_dir:
             raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
-        if not resume:
+        # under torchrun: data parallel (each rank runs the host on its own shard of the data)
+        # (the group's backend follows the head's device: NCCL for GPUs, gloo for the CPU)
+        dp = distributed.init_from_env(device=resolve_device(train.device)) or distributed.DataParallel.current()
+        main = dp is None or dp.is_main
+        if not resume and main:
             prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
+        distributed.barrier(dp)
+        if dp is not None:
+            data = distributed.ShardedBatches(data, dp)
         store = ActivationStore(
             self.adapter,
             self.hook,
             data,
-            batch_size=train.batch_size,
+            batch_size=train.batch_size if dp is None else dp.local_batch(train.batch_size),
             buffer_size=buffer_size,
             device=device or "cpu",
             seed=train.seed,
@@ -257,8 +270,10 @@ class Probe:
             reference = self._load_fit_state(fit_dir, normalize)
             store.normalizer = self.normalizer
         else:
-            if normalize:
-                self.normalizer = store.estimate_normalizer(normalizer_vectors)
+            if normalize:  # data parallel: every rank's statistics, combined exactly
+                per_rank = normalizer_vectors if dp is None else max(1, normalizer_vectors // dp.world_size)
+                reduce = None if dp is None else lambda stats: distributed.reduce_stats(stats, dp)
+                self.normalizer = store.estimate_normalizer(per_rank, reduce=reduce)
             store.normalizer = self.normalizer
             # read before training, from the same pass the trainer then carries on: the host runs once
             reference = store.collect(max_vectors=REFERENCE_VECTORS)
@@ -293,9 +308,12 @@ class Probe:
             codes, _ = isa_codes(x, sizes, seed=train.seed)
             steps = {} if init_steps is None else {"steps": init_steps}
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)
-        if train.checkpoint_dir and not resume:
+        if train.checkpoint_dir and not resume and main:
             self._save_fit_state(Path(train.checkpoint_dir), reference, normalize)
-        result = Trainer(self.head, train).fit(store, resume=resume, resume_config=resume_config)
+        distributed.barrier(dp)
+        result = Trainer(self.head, train, data_parallel=dp if dp is not None else False).fit(
+            store, resume=resume, resume_config=resume_config
+        )
         self.reference_codes = self._codes(reference.to(self._param_device()))
         return result
 
@@ -611,10 +629,19 @@ class Probe:
         All or nothing (:func:`io.atomic_folder`): a kill at any moment leaves the previous save
         or this one, whole. ``probe.json`` lists every file with its SHA-256 and what the probe
         holds (normaliser, reference codes); loading checks both, so parts of two saves never
-        load together."""
+        load together. In a data-parallel job rank 0 alone writes; the others wait until it has."""
         self._require_head()
         metrics = hub.check_metrics(self.metrics)
         directory = Path(directory)
+        dp = distributed.DataParallel.current()
+        if dp is not None and not dp.is_main:
+            distributed.barrier(dp)
+            return directory
+        out = self._write_pretrained(directory, metrics)
+        distributed.barrier(dp)  # on success only: a failed write ends rank 0 with its error
+        return out
+
+    def _write_pretrained(self, directory: Path, metrics: dict[str, Any] | None) -> Path:
         tensors = {}
         if self.normalizer is not None:
             tensors["normalizer.mean"], tensors["normalizer.std"] = self.normalizer.mean, self.normalizer.std

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,13 +240,19 @@ class ActivationStore:
             yield from p.chunks
 
     # ---------------------------------------------------------------- statistics
-    def estimate_normalizer(self, max_vectors: int = 100_000) -> Normalizer:
-        """Fix the normaliser from the first ``max_vectors`` vectors (saved with the probe)."""
+    def estimate_normalizer(
+        self, max_vectors: int = 100_000, reduce: Callable[[RunningStats], RunningStats] | None = None
+    ) -> Normalizer:
+        """Fix the normaliser from the first ``max_vectors`` vectors (saved with the probe).
+        ``reduce``: combines the statistics with other processes' (a data-parallel fit passes
+        ``distributed.reduce_stats``, so every rank gets the statistics of all ranks' vectors)."""
         stats = RunningStats()
         for chunk in self._read_until(max_vectors):
             stats.update(chunk[: max_vectors - stats.n])
             if stats.n >= max_vectors:
                 break
+        if reduce is not None:
+            stats = reduce(stats)
         self.normalizer = stats.normalizer()
         return self.normalizer
 

@@ -4,8 +4,10 @@ The model defines its step (``configure_optimizers(lr) -> {name: optimizer}`` an
 ``training_step(batch, step, optimize) -> LossResult``, with ``optimize(name, result)`` doing
 one optimiser's update, so FactorVAE and InfoGAN alternate their optimisers); the trainer owns
 device placement, bf16 autocast (CUDA; CPU on request), gradient clipping, LR schedules, the progress bar,
-optional TensorBoard logging, atomic checkpoints, bit-identical resume (CPU) and the
-non-finite guard. It knows nothing about transformers or UNets.
+optional TensorBoard logging, atomic checkpoints, bit-identical resume (CPU), the
+non-finite guard and data-parallel training on torch.distributed (``data_parallel``: the same
+global batch split over the ranks, gradients all-reduced, rank 0 writing the checkpoints; see
+:mod:`probe_disentangle.distributed`). It knows nothing about transformers or UNets.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import io
+from . import distributed, io
 from .constants import (
     CHECKPOINT_META_FILE,
     CHECKPOINT_PREFIX,
@@ -193,13 +195,26 @@ def _decode(obj: Any, tensors: dict[str, Tensor]) -> Any:
 class _TensorBatches:
     """Epochs of random permutations over in-memory tensors, drawn from the trainer's own generator."""
 
-    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        tensors: tuple[Tensor, ...],
+        batch_size: int,
+        generator: torch.Generator,
+        dp: distributed.DataParallel | None = None,
+    ) -> None:
         n = tensors[0].shape[0]
         if any(t.shape[0] != n for t in tensors):
             raise ValueError(f"all data tensors need the same first dimension, got {[t.shape[0] for t in tensors]}")
         if n == 0:
             raise ValueError("the data is empty")
         self.tensors, self.batch_size, self.g = tensors, min(batch_size, n), generator
+        # data parallel: every rank holds the data and the generator in the same state, draws the
+        # global batch's indices and keeps its rows of them
+        self.dp = dp
+        self.rows = slice(None)
+        if dp is not None:
+            b = dp.local_batch(self.batch_size)
+            self.rows = slice(dp.rank * b, (dp.rank + 1) * b)
         self.perm = torch.randperm(n, generator=generator)
         self.pos = 0
 
@@ -207,7 +222,7 @@ class _TensorBatches:
         if self.pos + self.batch_size > self.perm.numel():
             self.perm = torch.randperm(self.perm.numel(), generator=self.g)
             self.pos = 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
+        idx = self.perm[self.pos : self.pos + self.batch_size][self.rows]
         self.pos += self.batch_size
         out = tuple(t[idx] for t in self.tensors)
         return out[0] if len(out) == 1 else out
@@ -399,17 +414,36 @@ def _discard(folder: Path) -> None:
 
 
 class Trainer:
-    """Train ``model`` (a head or image model defining its own step) with ``config``."""
+    """Train ``model`` (a head or image model defining its own step) with ``config``.
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig | None = None) -> None:
+    ``data_parallel``: None (the default) trains data-parallel when a torch.distributed default
+    group of more than one process is initialised (torchrun, then
+    :func:`distributed.init_from_env`); True requires one; False never; or a
+    :class:`distributed.DataParallel`. Data-parallel, ``batch_size`` is the global batch: with
+    tensor data every rank holds the data and takes its rows of each global batch, so the run is
+    the single-process run with that batch (to float rounding); an iterable yields each rank's own
+    batches of ``batch_size / world_size`` rows. Gradients are averaged over the ranks before each
+    optimiser's step (every optimiser of the model), the non-finite guard stops all ranks together,
+    and rank 0 alone writes checkpoints (atomically) while the others wait; a checkpoint holds every
+    rank's data position and resumes only with the same world size."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig | None = None,
+        data_parallel: bool | distributed.DataParallel | None = None,
+    ) -> None:
         for attr in ("configure_optimizers", "training_step"):
             if not hasattr(model, attr):
                 raise TypeError(
                     f"{type(model).__name__} has no {attr}(); the trainer needs configure_optimizers and training_step"
                 )
         self.config = config or TrainConfig()
+        self.dp = _data_parallel(data_parallel, model)
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
+        if self.dp is not None:
+            distributed.broadcast_module(self.model, self.dp)  # one start on every rank, as DDP does
         self.optimizers: dict[str, torch.optim.Optimizer] = model.configure_optimizers(self.config.lr)
         lam = _lr_lambda(self.config)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lam) for k, o in self.optimizers.items()}
@@ -430,14 +464,19 @@ class Trainer:
     def _guard(self, flag: Tensor, what: str) -> None:
         """Raise at once (check_every = 1) or fold ``flag`` into the deferred flag."""
         if self.check_every == 1:
-            if bool(flag):
+            if bool(distributed.any_rank(flag, self.dp)):
                 raise NonFiniteError(self.step, what, self.last_checkpoint)
             return
         self._bad = flag.clone() if self._bad is None else self._bad.logical_or_(flag)
 
     def _check(self) -> None:
         """Read the deferred flag (one sync); raise if anything since the last check was non-finite."""
-        if self._bad is not None and bool(self._bad):
+        bad = self._bad
+        if self.dp is not None:  # every rank reads the same verdict, so all stop or none
+            bad = distributed.any_rank(
+                bad if bad is not None else torch.zeros((), dtype=torch.bool, device=self.device), self.dp
+            )
+        if bad is not None and bool(bad):
             self._bad = None
             raise DeferredNonFiniteError(self._checked, self.step - 1, self.last_checkpoint)
         self._bad = None
@@ -448,7 +487,7 @@ class Trainer:
         total = result.total if hasattr(result, "total") else result
         if self.check_every > 1:
             self._guard(~torch.isfinite(total.detach()).all(), "loss")
-        elif not bool(torch.isfinite(total.detach()).all()):
+        elif bool(distributed.any_rank(~torch.isfinite(total.detach()).all(), self.dp)):
             terms = getattr(result, "terms", {})
             bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
             raise NonFiniteError(
@@ -462,6 +501,8 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         total.backward()
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if self.dp is not None:  # the global batch's gradient, before clipping sees its norm
+            distributed.all_reduce_grads(params, self.dp)
         if self.config.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         else:
@@ -500,7 +541,8 @@ class Trainer:
         if resume_config not in ("error", "override"):
             raise ValueError(f"resume_config must be 'error' or 'override', got {resume_config!r}")
         cfg = self.config
-        if cfg.checkpoint_dir:
+        main = self.dp is None or self.dp.is_main
+        if cfg.checkpoint_dir and main:
             remove_debris(cfg.checkpoint_dir)
         # a trainer carrying on its own run (resumed, or trained before, in this folder) is no fresh
         # run: a checkpoint beyond its step (written by a run killed before it moved ``latest``) is
@@ -510,8 +552,9 @@ class Trainer:
             and cfg.checkpoint_dir
             and Path(self.last_checkpoint).parent.resolve() == Path(cfg.checkpoint_dir).resolve()
         )
-        if not resume and not carrying_on:
+        if not resume and not carrying_on and main:
             prepare_checkpoint_dir(cfg.checkpoint_dir, overwrite, own=self._own)
+        distributed.barrier(self.dp)  # the folder is ready before any rank reads or writes it
         if isinstance(data, Tensor):
             data = (data,)
         key = tuple(id(t) for t in data) if isinstance(data, tuple) else id(data)
@@ -522,7 +565,9 @@ class Trainer:
                 torch.cuda.set_rng_state_all(self._rng[1])
         else:
             if isinstance(data, tuple) and all(isinstance(t, Tensor) for t in data):
-                batches: _TensorBatches | _IterableBatches = _TensorBatches(data, cfg.batch_size, self.generator)
+                batches: _TensorBatches | _IterableBatches = _TensorBatches(
+                    data, cfg.batch_size, self.generator, self.dp
+                )
             else:
                 batches = _IterableBatches(data)
             if resume:
@@ -530,10 +575,10 @@ class Trainer:
             elif self.step == 0:
                 torch.manual_seed(cfg.seed)
         self._batches = (key, batches)
-        writer = self._tensorboard()
+        writer = self._tensorboard() if main else None
         result = TrainResult(step=self.step, checkpoint=self.last_checkpoint)
         amp = (cfg.amp and self.device.type == "cuda") or (cfg.amp_cpu and self.device.type == "cpu")
-        bar = _progress(cfg, self.step)
+        bar = _progress(cfg, self.step) if main else None
         self._bad, self._checked = None, self.step
         try:
             stop = cfg.steps if until is None else min(cfg.steps, until)
@@ -543,7 +588,7 @@ class Trainer:
                     self._guard(flag, "input batch")
                 self.model.train()
                 ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-                with ctx:
+                with ctx, distributed.rows_of(self.dp):
                     out = self.model.training_step(batch, self.step, self._optimize)
                 for s in self.schedulers.values():
                     s.step()
@@ -553,7 +598,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     scalars = {
                         "step": self.step,
-                        **out.scalars(),
+                        **distributed.mean_scalars(out.scalars(), self.dp),  # the global batch's
                         "lr": self.schedulers[next(iter(self.schedulers))].get_last_lr()[0],
                     }
                     result.history.append(scalars)
@@ -601,8 +646,16 @@ class Trainer:
 
     def save_checkpoint(self, batches=None) -> str:
         """Write model + optimisers + schedulers + RNG + data position atomically; return the folder.
-        On any failure the half-written temp folder is removed and the previous checkpoints stay."""
+        On any failure the half-written temp folder is removed and the previous checkpoints stay.
+        Data-parallel, every rank calls it: each sends its data position to rank 0, which alone
+        writes; the others wait for the folder to be in place."""
         root = Path(self.config.checkpoint_dir)
+        data_ranks = self._gather_data_states(batches) if self.dp is not None else None
+        if self.dp is not None and not self.dp.is_main:
+            distributed.barrier(self.dp)
+            self.last_checkpoint = self._ckpt_path(self.step)
+            self._own.add(Path(self.last_checkpoint).name)
+            return self.last_checkpoint
         root.mkdir(parents=True, exist_ok=True)
         remove_debris(root)
         final = Path(self._ckpt_path(self.step))
@@ -611,7 +664,7 @@ class Trainer:
             shutil.rmtree(tmp)
         tmp.mkdir()
         try:
-            self._write_checkpoint(tmp, batches)
+            self._write_checkpoint(tmp, batches, data_ranks)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -627,9 +680,25 @@ class Trainer:
         io.atomic_write_bytes(root / LATEST_FILE, final.name.encode())
         self.last_checkpoint = str(final)
         self._prune(root)
+        distributed.barrier(self.dp)
         return str(final)
 
-    def _write_checkpoint(self, tmp: Path, batches) -> None:
+    def _gather_data_states(self, batches) -> tuple[list[Any], dict[str, Tensor]] | None:
+        """Every rank's data position (encoded, tensors keyed ``data.<rank>...``), on rank 0."""
+        if batches is None:
+            return None
+        tensors: dict[str, Tensor] = {}
+        enc = _encode(batches.state(), f"data.{self.dp.rank}", tensors)
+        metas = distributed.gather_bytes(json.dumps(enc).encode(), self.dp)
+        blobs = distributed.gather_bytes(io.tensors_to_bytes({k: v.cpu() for k, v in tensors.items()}), self.dp)
+        from safetensors.torch import load as load_safetensors_bytes
+
+        merged: dict[str, Tensor] = {}
+        for blob in blobs:
+            merged.update(load_safetensors_bytes(blob))
+        return [json.loads(m) for m in metas], merged
+
+    def _write_checkpoint(self, tmp: Path, batches, data_ranks=None) -> None:
         io.write_saved(self.model, tmp)  # into the fresh temp folder, renamed whole below
         tensors: dict[str, Tensor] = {}
         state = {
@@ -640,9 +709,13 @@ class Trainer:
             "cuda_rng": _encode(torch.cuda.get_rng_state_all(), "cuda_rng", tensors)
             if torch.cuda.is_available()
             else None,
-            "data": _encode(batches.state(), "data", tensors) if batches is not None else None,
+            "data": _encode(batches.state(), "data", tensors) if batches is not None and data_ranks is None else None,
             "train_config": asdict(self.config),
+            "world_size": 1 if self.dp is None else self.dp.world_size,
         }
+        if data_ranks is not None:  # data parallel: each rank's own position in its data
+            state["data_ranks"] = data_ranks[0]
+            tensors.update(data_ranks[1])
         blob = io.tensors_to_bytes(tensors)
         io.atomic_write_bytes(tmp / CHECKPOINT_STATE_FILE, blob)
         import hashlib
@@ -701,6 +774,14 @@ class Trainer:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{meta_path} is not valid JSON ({err}); resume from an earlier checkpoint") from err
+        saved_world, world = int(meta.get("world_size", 1)), 1 if self.dp is None else self.dp.world_size
+        if saved_world != world:
+            raise ValueError(
+                f"checkpoint {path} was written by a run of {saved_world} process(es), this one has {world}: each "
+                f"rank's data position belongs to its world size. Resume with the same number of processes "
+                f"(torchrun --nproc-per-node {saved_world} ..., or a single process for 1), or start a new run "
+                "without resume"
+            )
         self._check_resumed_config(meta.get("train_config"), int(meta.get("step", 0)), path, resume_config)
         saved = io.read_config(path)
         if saved["architecture"] != getattr(self.model, "architecture", None):
@@ -723,7 +804,9 @@ class Trainer:
         self.generator.set_state(rng["trainer"])
         if meta.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(_decode(meta["cuda_rng"], tensors))
-        if meta.get("data") is not None:
+        if meta.get("data_ranks") is not None:
+            batches.load(_decode(meta["data_ranks"][self.dp.rank], tensors))
+        elif meta.get("data") is not None:
             batches.load(_decode(meta["data"], tensors))
         self.step = int(meta["step"])
         self.last_checkpoint = str(path)
@@ -739,6 +822,31 @@ class Trainer:
                 for key, v in st.items():
                     if isinstance(v, Tensor) and key != "step":
                         st[key] = v.to(self.device)
+
+
+def _data_parallel(setting: bool | distributed.DataParallel | None, model: torch.nn.Module):
+    """The trainer's ``data_parallel`` argument as a group (or None), checked against the model."""
+    if isinstance(setting, distributed.DataParallel):
+        dp = setting
+    elif setting is None or setting is True:
+        dp = distributed.DataParallel.current()
+        if dp is None and setting is True:
+            raise ValueError(
+                "data_parallel=True needs an initialised torch.distributed group of ≥ 2 processes: launch with "
+                "torchrun --nproc-per-node N and call probe_disentangle.distributed.init_from_env() first "
+                "(Probe.fit and the CLI do), or pass data_parallel=None/False"
+            )
+    elif setting is False:
+        return None
+    else:
+        raise TypeError(f"data_parallel must be None, True, False or a distributed.DataParallel, got {setting!r}")
+    if dp is not None and not getattr(model, "data_parallel_rows", False):
+        raise ValueError(
+            f"{type(model).__name__} does not draw its per-row noise through probe_disentangle.distributed "
+            "(randn_rows / local_rows), so its ranks would draw the same noise: train it in one process "
+            "(data_parallel=False), or make its training_step use those helpers and set data_parallel_rows = True"
+        )
+    return dp
 
 
 def _progress(cfg: TrainConfig, start: int):

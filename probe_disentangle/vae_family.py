@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from . import losses
+from . import distributed, losses
 
 LOGVAR_RANGE = (-15.0, 10.0)
 """Posterior log-variances are clamped here: beyond it exp(−logvar) overflows float32 inside
@@ -86,11 +86,14 @@ class VAEFamilyMixin:
     """
 
     objective: nn.Module
+    # every per-row random draw of the step goes through the data-parallel row helpers, so the
+    # trainer may run it data-parallel (distributed.py)
+    data_parallel_rows = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(reconstruction, mu, logvar, z): z is a reparameterised sample in training, mu in eval."""
         mu, logvar = self.encode(x)
-        z = losses.reparameterize(mu, logvar) if self.training else mu
+        z = losses.reparameterize(mu, logvar, distributed.randn_rows(mu)) if self.training else mu
         return self.decode(z), mu, logvar, z
 
     def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
@@ -108,17 +111,31 @@ class VAEFamilyMixin:
         return opts
 
     def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
-        """One VAE update, then (FactorVAE) one discriminator update on the same batch's z."""
+        """One VAE update, then (FactorVAE) one discriminator update on the same batch's z.
+
+        In a data-parallel step (``distributed.rows_of``) an objective whose rows are coupled sees
+        the global batch's latents (mu, logvar, z all-gathered with autograd; x and recon stay
+        local, as they enter only through the reconstruction's mean over rows), one that is a mean
+        over rows sees this rank's rows, and FactorVAE's permutation shuffles the global batch's z:
+        the update is the single-process one with the same global batch."""
         x = self._prepare(first(batch))
         recon, mu, logvar, z = self(x)
         factor = isinstance(self.objective, losses.FactorVAELoss)
         # the VAE's TC term backpropagates through D into z only: D's own weight gradients would
         # be discarded by its optimiser's zero_grad, so they are not computed
         with _frozen(self.objective.discriminator) if factor else contextlib.nullcontext():
-            result = self.objective(x, recon, mu, logvar, z, step=step)
+            if distributed.active() is not None and not getattr(self.objective, "rows_additive", False):
+                # only the latents travel: x and recon enter every objective through the
+                # reconstruction's mean over rows, which the gradient average makes global
+                result = self.objective(x, recon, *distributed.gather_rows(mu, logvar, z), step=step)
+            else:
+                result = self.objective(x, recon, mu, logvar, z, step=step)
             optimize("vae", result)
         if factor:
-            disc = self.objective.discriminator_loss(z)
+            permuted = None
+            if distributed.active() is not None:
+                permuted = distributed.local_rows(losses.permute_dims(distributed.gather_rows(z.detach())))
+            disc = self.objective.discriminator_loss(z, permuted=permuted)
             optimize("disc", disc)
             result.terms.update(disc.terms)
         return result

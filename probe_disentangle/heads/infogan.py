@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .. import losses
+from .. import distributed, losses
 from ..registry import register
 from ..vae_family import Optimize
 from ..vae_family import first as _first
@@ -41,6 +41,8 @@ class InfoGANHeadConfig:
 @register("infogan_head", InfoGANHeadConfig)
 class InfoGANHead(nn.Module):
     """G(noise, codes) → activation; D and Q share a trunk (Chen et al. 2016, sec. 5)."""
+
+    data_parallel_rows = True  # the step's codes are drawn for the global batch (distributed.py)
 
     def __init__(self, config: InfoGANHeadConfig) -> None:
         super().__init__()
@@ -117,7 +119,10 @@ class InfoGANHead(nn.Module):
 
     def training_step(self, batch, step: int, optimize: Optimize) -> losses.LossResult:
         real = _check_width(_first(batch), self.config.d_in, "InfoGANHead")
-        noise, cat, cont = self.sample_codes(real.shape[0], real.device)
+        # in a data-parallel step: the global batch's codes, this rank's rows of them
+        noise, cat, cont = distributed.local_rows(
+            *self.sample_codes(distributed.global_rows(real.shape[0]), real.device)
+        )
         fake = self.generate(noise, cat, cont)
         # D and Q step: tell real from fake, and recover the codes of (detached) fakes
         d = self.objective.discriminator_loss(self.discriminate(real), self.discriminate(fake.detach()))
