@@ -1,0 +1,181 @@
+"""How many factors can be disentangled? MIG and DCI against K on the K-factor world (issue 22, study 1).
+
+For each K in ``--ks`` (the image form of ``worlds/k_factors.py``: factor i sets the grey level of
+its own cell, ``--values`` levels each), each objective in ``--methods`` and each seed, a VAE head
+with ``K + --extra-latents`` latents is fitted on the flattened images (an identity host, so the
+question is the objective's, not a host's), and its codes are scored on held-out scenes: MIG and
+DCI disentanglement / completeness (fast settings). Where a method breaks is read off the table
+and the plot (mean MIG over seeds per method against K; the spread over seeds in the table).
+
+Resumable: every finished cell (method, K, seed) is written to the JSON at once and skipped by a
+rerun, so the study runs in chunks (``--max-cells`` per call) across sessions:
+
+    python benchmarks/capacity.py --out benchmarks/results/capacity            # all cells
+    python benchmarks/capacity.py --ks 2,4,8 --seeds 0 --max-cells 3          # a chunk
+    python benchmarks/capacity.py --smoke --out /tmp/cap                       # seconds
+
+Writes ``capacity.json`` (cells), ``capacity.md`` (table) and ``capacity.png`` (plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from probe_disentangle import TrainConfig, Trainer, VAEHead, VAEHeadConfig
+from probe_disentangle.io import atomic_write_json
+from probe_disentangle.metrics import dci, mig
+from probe_disentangle.viz import metric_vs_beta_plot
+from probe_disentangle.worlds.k_factors import KFactorImages
+
+OBJECTIVES = {
+    "beta_vae": {"beta": 4.0},
+    "beta_tcvae": {"beta": 6.0},
+    "factor_vae": {"gamma": 10.0},
+}
+
+
+def cell_key(method: str, k: int, seed: int) -> str:
+    return f"{method}/K{k}/s{seed}"
+
+
+def run_cell(method: str, k: int, seed: int, args) -> dict[str, Any]:
+    """Fit one head and score it (MIG, DCI) on held-out scenes."""
+    t0 = time.time()
+    size = 32 if k <= 16 else 64
+    world = KFactorImages(k, num_values=args.values, image_size=size)
+    rng = np.random.default_rng(seed)
+    f_train = world.sample_factors(args.n_train, rng)
+    f_eval = world.sample_factors(args.n_eval, rng)
+    x = torch.as_tensor(world.sample_observations_from_factors(f_train, rng)).float().flatten(1)
+    x_eval = torch.as_tensor(world.sample_observations_from_factors(f_eval, rng)).float().flatten(1)
+    obj_args = dict(OBJECTIVES[method])
+    if method == "beta_tcvae":
+        obj_args["dataset_size"] = args.n_train
+    torch.manual_seed(seed)
+    head = VAEHead(
+        VAEHeadConfig(
+            d_in=x.shape[1], latent_dim=k + args.extra_latents, hidden=args.hidden, objective=method,
+            objective_args=obj_args,
+        )
+    )  # fmt: skip
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
+    Trainer(head, cfg).fit(x)
+    head.eval()
+    with torch.no_grad():
+        codes = head.encode(x_eval)[0].numpy()
+    n = len(codes) // 2
+    d = dci(codes[:n], f_eval[:n], codes[n:], f_eval[n:], random_state=seed, fast=True)
+    return {
+        "method": method,
+        "K": k,
+        "seed": seed,
+        "latents": k + args.extra_latents,
+        "mig": float(mig(codes, f_eval)["discrete_mig"]),
+        "dci_disentanglement": float(d["disentanglement"]),
+        "dci_completeness": float(d["completeness"]),
+        "steps": args.steps,
+        "n_train": args.n_train,
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def summarise(cells: dict[str, dict], methods: Sequence[str], ks: Sequence[int]) -> dict[str, dict[int, dict]]:
+    """Per method and K: mean, min and max over the seeds done (None where no seed is)."""
+    out: dict[str, dict[int, dict]] = {}
+    for m in methods:
+        out[m] = {}
+        for k in ks:
+            done = [c for c in cells.values() if c["method"] == m and c["K"] == k]
+            if not done:
+                out[m][k] = None
+                continue
+            row = {"seeds": len(done)}
+            for key in ("mig", "dci_disentanglement"):
+                v = [c[key] for c in done]
+                row[key] = {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+            out[m][k] = row
+    return out
+
+
+def markdown(summary: dict[str, dict[int, dict]], ks: Sequence[int]) -> str:
+    lines = [
+        "| method | " + " | ".join(f"K = {k}" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    for m, per_k in summary.items():
+        cells = []
+        for k in ks:
+            r = per_k[k]
+            if r is None:
+                cells.append("–")
+                continue
+            g, d = r["mig"], r["dci_disentanglement"]
+            cells.append(f"{g['mean']:.2f} [{g['min']:.2f}, {g['max']:.2f}] / {d['mean']:.2f} (n={r['seeds']})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Cells: MIG mean [min, max over seeds] / DCI disentanglement mean (seeds done).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", default="2,4,8,16,32,64")
+    ap.add_argument("--methods", default="beta_vae,beta_tcvae,factor_vae")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--values", type=int, default=4, help="levels per factor")
+    ap.add_argument("--extra-latents", type=int, default=2)
+    ap.add_argument("--n-train", type=int, default=10_000)
+    ap.add_argument("--n-eval", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results/capacity")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.ks, args.seeds, args.n_train, args.n_eval, args.steps, args.hidden = "2,4", "0", 256, 200, 5, 16
+    ks = [int(k) for k in args.ks.split(",")]
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(OBJECTIVES))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(OBJECTIVES)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "capacity.json"
+    state = json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+    new = 0
+    for k in ks:
+        for m in methods:
+            for s in seeds:
+                key = cell_key(m, k, s)
+                old = state["cells"].get(key)
+                if old is not None and old["steps"] == args.steps and old["n_train"] == args.n_train:
+                    continue
+                if args.max_cells and new >= args.max_cells:
+                    break
+                state["cells"][key] = cell = run_cell(m, k, s, args)
+                new += 1
+                atomic_write_json(path, state)
+                print(f"{key}: MIG {cell['mig']:.3f}, DCI {cell['dci_disentanglement']:.3f} ({cell['seconds']} s)")
+    summary = summarise(state["cells"], methods, ks)
+    (out / "capacity.md").write_text(markdown(summary, ks))
+    series = {m: [summary[m][k]["mig"]["mean"] if summary[m][k] else float("nan") for k in ks] for m in methods}
+    metric_vs_beta_plot(ks, series, out / "capacity.png", title="MIG against the number of factors K",
+                        xlabel="K (factors)", ylabel="MIG (mean over seeds)", log_x=True)  # fmt: skip
+    print(markdown(summary, ks))
+    return {"cells": state["cells"], "summary": summary, "new_cells": new}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""benchmarks/capacity.py: a tiny study end to end, resumed (finished cells are not refitted)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("capacity", ROOT / "benchmarks" / "capacity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_smoke_study_writes_cells_table_and_plot_and_resumes(tmp_path, capsys):
+    bench = _bench()
+    args = ["--smoke", "--methods", "beta_vae,beta_tcvae", "--out", str(tmp_path)]
+    first = bench.main([*args, "--max-cells", "3"])
+    assert first["new_cells"] == 3
+    second = bench.main(args)
+    assert second["new_cells"] == 1  # the 4th cell only: the first three are read back
+    cells = json.loads((tmp_path / "capacity.json").read_text())["cells"]
+    assert set(cells) == {"beta_vae/K2/s0", "beta_tcvae/K2/s0", "beta_vae/K4/s0", "beta_tcvae/K4/s0"}
+    assert cells["beta_vae/K4/s0"]["latents"] == 6 and 0 <= cells["beta_vae/K4/s0"]["mig"] <= 1
+    assert second["summary"]["beta_tcvae"][4]["seeds"] == 1
+    assert "| beta_vae |" in (tmp_path / "capacity.md").read_text()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "capacity.png").size == (640, 420)
+
+
+def test_summary_spread_known_answer():
+    bench = _bench()
+    cells = {
+        bench.cell_key("beta_vae", 8, s): {"method": "beta_vae", "K": 8, "mig": m, "dci_disentanglement": 0.5}
+        for s, m in enumerate([0.2, 0.4, 0.9])
+    }
+    s = bench.summarise(cells, ["beta_vae", "factor_vae"], [8])
+    assert s["beta_vae"][8]["mig"] == {"mean": 0.5, "min": 0.2, "max": 0.9}
+    assert s["factor_vae"][8] is None
