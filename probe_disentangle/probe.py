@@ -180,16 +180,25 @@ class Probe:
         ``checkpoint_dir`` holding another run's checkpoints; ``overwrite=True`` deletes them.
         ``resume_config``: as :meth:`Trainer.fit` (a resume with another training config fails
         unless "override")."""
-        if init not in (None, "isa"):
-            raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
-        if init_steps is not None and init_steps < 1:
-            raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
         train = train or TrainConfig()
-        if resume and not train.checkpoint_dir:
-            raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
-        if not resume:
-            prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
-        store = ActivationStore(
+        store = self._fit_store(data, train, buffer_size, cache_dir, device)
+        reference = self._begin_fit(
+            store, train, normalize, normalizer_vectors, init, init_vectors, init_steps, resume, overwrite
+        )
+        result = Trainer(self.head, train).fit(store, resume=resume, resume_config=resume_config)
+        self._end_fit(reference)
+        return result
+
+    def _fit_store(
+        self,
+        data: Iterable[Any],
+        train: TrainConfig,
+        buffer_size: int,
+        cache_dir: str | Path | None,
+        device: str | torch.device | None,
+    ) -> ActivationStore:
+        """The activation store a fit streams from (``data`` may be a shared forward of several hooks)."""
+        return ActivationStore(
             self.adapter,
             self.hook,
             data,
@@ -199,6 +208,30 @@ class Probe:
             seed=train.seed,
             cache_dir=cache_dir,
         )
+
+    def _begin_fit(
+        self,
+        store: ActivationStore,
+        train: TrainConfig,
+        normalize: bool,
+        normalizer_vectors: int,
+        init: str | None,
+        init_vectors: int,
+        init_steps: int | None,
+        resume: str | Path | bool | None,
+        overwrite: bool,
+    ) -> Tensor:
+        """Everything :meth:`fit` does before training: the normaliser, the reference vectors (read
+        from the store's first pass, which training carries on), the head and its initialisation,
+        the fit state beside the checkpoints. Returns the reference vectors."""
+        if init not in (None, "isa"):
+            raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
+        if init_steps is not None and init_steps < 1:
+            raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
+        if resume and not train.checkpoint_dir:
+            raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
+        if not resume:
+            prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
         if resume:  # the fit's own normaliser and reference vectors, saved where its checkpoints are
             fit_dir = Path(train.checkpoint_dir) if resume is True else Path(resume).parent
             reference = self._load_fit_state(fit_dir, normalize)
@@ -242,9 +275,11 @@ class Probe:
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)
         if train.checkpoint_dir and not resume:
             self._save_fit_state(Path(train.checkpoint_dir), reference, normalize)
-        result = Trainer(self.head, train).fit(store, resume=resume, resume_config=resume_config)
+        return reference
+
+    def _end_fit(self, reference: Tensor) -> None:
+        """After training: the reference codes (traversal and steering ranges) from the trained head."""
         self.reference_codes = self._codes(reference.to(self._param_device()))
-        return result
 
     def _save_fit_state(self, directory: Path, reference: Tensor, normalize: bool) -> None:
         """The normaliser and reference vectors of a fit, beside its checkpoints (tensors first,
