@@ -220,6 +220,9 @@ class ActivationStore:
                 f"this SharedForward reads hooks {data.hooks} of its own adapter; build the store with that "
                 f"adapter and one of those hooks (got {hook!r})"
             )
+        if isinstance(data, SharedForward) and cache_dir is not None:
+            # a store reading its cache would leave its hook's vectors queued in the shared forward
+            raise ValueError("a store fed by a SharedForward reads the host, not a cache: drop cache_dir")
         self.adapter, self.hook, self.data = adapter, hook, data
         self.batch_size, self.buffer_size = batch_size, buffer_size
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

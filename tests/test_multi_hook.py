@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from probe_disentangle import Probe, SharedForward, TrainConfig, attach, fit_probes, hook_folder
+from probe_disentangle import ActivationStore, Probe, SharedForward, TrainConfig, attach, fit_probes, hook_folder
 from probe_disentangle.adapters import HookError
 from probe_disentangle.constants import LATEST_FILE
 
@@ -176,3 +176,13 @@ def test_bad_input_gets_a_clear_error(tiny_bridge, token_batches):
         SharedForward(attach(tiny_bridge), [SHALLOW, SHALLOW], token_batches)
     with pytest.raises(ValueError, match="resume needs train.checkpoint_dir"):
         fit_probes(tiny_bridge, {SHALLOW: None}, token_batches, _train(), resume=True)
+    host = nn.Sequential()
+    host.add_module("a:b", nn.Linear(2, 2))
+    host.add_module("a;b", nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="share the folder name 'a_b'"):
+        fit_probes(host, {"a:b": None, "a;b": None}, [torch.randn(4, 2)], _train())
+    adapter = attach(host)
+    with pytest.raises(ValueError, match="drop cache_dir"):
+        ActivationStore(adapter, "a:b", SharedForward(adapter, ["a:b"], []), cache_dir="c")
+    with pytest.raises(ValueError, match="build the store with that adapter"):
+        ActivationStore(attach(host), "a:b", SharedForward(adapter, ["a:b"], []))
