@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--head-batch", type=int, default=1024)
     ap.add_argument("--latents", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument(
+        "--objective", default="beta_tcvae", help="the heads' objective (beta_vae: a cheap step, the host's cost shows)"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="alternated runs of each mode; the best time counts")
     ap.add_argument("--out", default="benchmarks/results/multi_hook.json")
     args = ap.parse_args()
@@ -90,7 +93,7 @@ def main() -> None:
     vectors = args.batch * (seq - 1) * args.batches  # BOS excluded
     steps = max(1, vectors // args.head_batch)  # about one pass over the data
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    head = {"latent_dim": args.latents, "hidden": args.hidden, "objective": "beta_tcvae"}
+    head = {"latent_dim": args.latents, "hidden": args.hidden, "objective": args.objective}
     train = TrainConfig(steps=steps, batch_size=args.head_batch, progress=False, log_every=10**9, device=args.device)
     fit_args = dict(buffer_size=4 * args.head_batch, normalizer_vectors=2 * args.head_batch, device=args.device)
     warm = max(1, -(-4 * args.head_batch // (args.batch * (seq - 1))))
@@ -143,6 +146,7 @@ def main() -> None:
                 "tokens": tokens,
                 "head_steps": steps,
                 "head_batch": args.head_batch,
+                "objective": args.objective,
                 "repeats": args.repeats,
                 "separate_s": round(t_sep, 3),
                 "shared_s": round(t_one, 3),
@@ -155,11 +159,11 @@ def main() -> None:
             }
         )
     counter.handle.remove()
-    hdr = f"{'host':<11} {'device':<10} {'N':>2} {'separate tok/s':>15} {'one forward tok/s':>18} {'speedup':>8}"
+    hdr = f"{'host':<11} {'device':<10} {'objective':<10} {'N':>2} {'separate tok/s':>15} {'one forward tok/s':>18} {'speedup':>8}"
     print(hdr + f" {'forwards (sep/one)':>19} {'same':>5}")
     for r in rows:
         print(
-            f"{r['host']:<11} {r['device'][:10]:<10} {r['n_hooks']:>2} {r['separate_tok_s']:>15,} "
+            f"{r['host']:<11} {r['device'][:10]:<10} {r['objective']:<10} {r['n_hooks']:>2} {r['separate_tok_s']:>15,} "
             f"{r['shared_tok_s']:>18,} {r['speedup']:>8.2f} {r['separate_forwards']:>9}/{r['shared_forwards']:<9} "
             f"{str(r['same']):>5}"
         )

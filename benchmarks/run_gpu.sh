@@ -2,7 +2,7 @@
 # Every GPU measurement in one pass, each step bounded in time so one failure cannot starve the
 # rest: the fused MSS kernel's tests compiled for the GPU, the TC-estimator benchmark, the pipeline
 # throughput (GPT-2-small-shaped bridge, bf16; whole-batch TC, tc_batch 512/1024, guard read every
-# step) and then, for the time left, one accumulation step of the sprites image-quality runs
+# step), the multi-hook fit (benchmarks/multi_hook.py) and then, for the time left, one accumulation step of the sprites image-quality runs
 # (run_gpu_sprites.sh: resumes from the tars carried in $CKPT_IN, writes them back). The device
 # returns at most 8 files: the benchmarks' JSON go into one tar, $OUT/bench.tar; the sprites
 # script adds its JSON and six run tars.
@@ -34,6 +34,10 @@ for hb in 4096 8192; do for tb in 512 1024; do
 done; done
 timeout 45 python3 benchmarks/pipeline.py --host gpt2-small --head-batch 8192 --tc-batch 1024 --check-every 1 \
     --out "$OUT/pipeline_h100_hb8192_tc1024_sync.json" 2>&1 | tail -2 | head -1
+
+log "multi-hook fit (N = 1, 2, 4 probes from one forward against N separate fits)"
+timeout 90 python3 benchmarks/multi_hook.py --host gpt2-small --batch 32 --batches 16 --head-batch 4096 \
+    --repeats 1 --out "$OUT/multi_hook_h100.json" 2>&1 | tail -5
 
 tar -C "$OUT" -cf "$FINAL/bench.tar" .
 log "sprites image quality: one accumulation step"
