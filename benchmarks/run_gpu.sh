@@ -2,7 +2,8 @@
 # Every GPU measurement in one pass, each step bounded in time so one failure cannot starve the
 # rest: the fused MSS kernel's tests compiled for the GPU, the TC-estimator benchmark, the pipeline
 # throughput (GPT-2-small-shaped bridge, bf16; whole-batch TC, tc_batch 512/1024, guard read every
-# step), the data-parallel fit through torchrun on the one GPU (NCCL) and then, for the time
+# step), the data-parallel fit through torchrun on the one GPU (NCCL), the multi-hook fit
+# (benchmarks/multi_hook.py) and then, for the time
 # left, one accumulation step of the sprites image-quality runs (run_gpu_sprites.sh: resumes
 # from the tars carried in $CKPT_IN, writes them back). The device returns at most 8 files: the
 # benchmarks' JSON go into one tar, $OUT/bench.tar; the sprites script adds its JSON and six run
@@ -42,6 +43,9 @@ timeout 150 python3 benchmarks/distributed_fit.py --device cuda --nprocs 1 --bat
     --out "$OUT/distributed_fit_h100.json" 2>&1 | grep -v Warning | tail -8
 log "distributed tests (2 gloo processes, CPU)"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py 2>&1 | tail -3
+log "multi-hook fit (N = 1, 2, 4 probes from one forward against N separate fits)"
+timeout 90 python3 benchmarks/multi_hook.py --host gpt2-small --batch 32 --batches 16 --head-batch 4096 \
+    --repeats 1 --out "$OUT/multi_hook_h100.json" 2>&1 | tail -5
 
 tar -C "$OUT" -cf "$FINAL/bench.tar" .
 log "sprites image quality: one accumulation step"

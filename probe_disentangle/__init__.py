@@ -18,8 +18,9 @@ from .heads import (  # noqa: E402
 )
 from .image_models import ConvVAE, ConvVAEConfig, InfoGAN, InfoGANConfig  # noqa: E402
 from .io import load, save  # noqa: E402
+from .multi_hook import FittedProbes, fit_probes, hook_folder  # noqa: E402
 from .probe import Probe, load_directions  # noqa: E402
-from .store import ActivationStore, Normalizer  # noqa: E402
+from .store import ActivationStore, Normalizer, SharedForward  # noqa: E402
 from .train import NonFiniteError, TrainConfig, Trainer, TrainResult, fit, resolve_device  # noqa: E402
 
 __all__ = [
@@ -29,8 +30,12 @@ __all__ = [
     "attach",
     "Probe",
     "load_directions",
+    "fit_probes",
+    "FittedProbes",
+    "hook_folder",
     "ActivationStore",
     "Normalizer",
+    "SharedForward",
     "VAEHead",
     "VAEHeadConfig",
     "InfoGANHead",

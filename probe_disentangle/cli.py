@@ -138,13 +138,29 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _fit_one(args: argparse.Namespace, dp) -> int:
     from .hosts import load_host
+    from .multi_hook import hook_folder
     from .probe import Probe
     from .train import TrainConfig
 
     main = dp is None or dp.is_main
+    hooks = list(args.hook)
+    dup = sorted({h for h in hooks if hooks.count(h) > 1})
+    if dup:
+        raise ValueError(f"--hook {dup[0]} is given twice; name each hook once")
+    if len(hooks) > 1 and (args.condition or args.pairs):
+        raise ValueError("--condition / --pairs fit a sequence head at one hook; pass a single --hook")
+    if len(hooks) > 1 and dp is not None:
+        raise ValueError(
+            "several --hook in one data-parallel job are not built yet (hooks across ranks): run one torchrun "
+            "job per hook, or fit them together in one process"
+        )
     out = Path(args.out)
-    if (out / PROBE_FILE).exists() and not args.overwrite:
-        raise ValueError(f"{out} already holds a probe; pass --overwrite to replace it or choose another --out")
+    # one hook: --out is the probe's folder; several: --out holds a folder per hook, named by hook_folder
+    outs = [out] if len(hooks) == 1 else [out / hook_folder(h) for h in hooks]
+    for folder in outs:
+        if (folder / PROBE_FILE).exists() and not args.overwrite:
+            raise ValueError(f"{folder} already holds a probe; pass --overwrite to replace it or choose another --out")
+    args.hook = hooks[0]
     device = _device(args.device)
     host = load_host(args.model, device)
     batches = _data(args, host, n_default=20_000)
@@ -197,7 +213,6 @@ def _fit_one(args: argparse.Namespace, dp) -> int:
         except ValueError:
             raise ValueError(f"--span {args.span!r}: write START,STOP token positions, e.g. 1,10") from None
         options["span"] = (start, stop)
-    probe = Probe(host.model, args.hook, architecture=architecture, head_config=head_config, adapter_options=options)
     train = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -206,6 +221,29 @@ def _fit_one(args: argparse.Namespace, dp) -> int:
         device=device,
         progress=not args.no_progress,
     )
+    if len(hooks) > 1:  # one host forward per batch feeds every probe (multi_hook.fit_probes)
+        from .multi_hook import fit_probes
+
+        spec = {"architecture": architecture, **head_config}
+        fitted = fit_probes(
+            host.model,
+            {h: spec for h in hooks},
+            batches,
+            train,
+            out=out,
+            overwrite=args.overwrite,
+            adapter_options=options,
+            buffer_size=args.buffer,
+            device=device,
+            init=args.init,
+        )
+        for h, folder in zip(hooks, outs, strict=True):
+            result = fitted.results[h]
+            last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
+            print(f"fitted {what} at {h} of {args.model}: {result.step} steps; {last}")
+            print(f"saved probe to {folder}  (directions: {folder / DIRECTIONS_FILE})")
+        return 0
+    probe = Probe(host.model, args.hook, architecture=architecture, head_config=head_config, adapter_options=options)
     result = probe.fit(batches, train, buffer_size=args.buffer, device=device, init=args.init)
     probe.save_pretrained(out)  # rank 0 writes, the others wait
     if main:
@@ -581,8 +619,19 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_hooks)
     p = sub.add_parser("fit", help="fit a disentangling head at a hook of a model and save the probe")
     p.add_argument("model", help="Hugging Face name (cached) or local folder, or factor_lm")
-    p.add_argument("--hook", required=True, help="hook point, e.g. blocks.6.hook_resid_post (see `hooks MODEL`)")
-    p.add_argument("--out", required=True, help="folder for the probe (save_pretrained format)")
+    p.add_argument(
+        "--hook",
+        required=True,
+        action="append",
+        help="hook point, e.g. blocks.6.hook_resid_post (see `hooks MODEL`); repeat it to fit a probe per hook "
+        "from one host forward per batch",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the probe (save_pretrained format); with several --hook, a folder per hook inside it, "
+        "named by the hook (characters other than letters, digits, '.', '_', '-' become '_')",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a probe already in --out")
     p.add_argument("--objective", default="beta_tcvae", help="beta_vae, capacity, beta_tcvae, factor_vae, dip_vae")
     p.add_argument("--beta", type=float, default=None, help="the objective's β (default: the objective's own)")

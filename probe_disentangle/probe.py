@@ -234,28 +234,39 @@ class Probe:
         statistics exactly, ``train.batch_size`` is the global batch (``batch_size / N`` rows a
         rank), and rank 0 alone writes the fit state and checkpoints (every rank's position in its
         data is in them; resume with the same N). The reference vectors are rank 0's."""
-        if init not in (None, "isa"):
-            raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
         if self.architecture == SAEHead.architecture:
             raise ValueError(
                 "an SAE head is imported, not fitted here: build the probe with Probe.from_sae(model, folder) "
                 "(train an SAE with probe_disentangle.steering.sae.train_sae, or with SAELens)"
             )
-        if init_steps is not None and init_steps < 1:
-            raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
         train = train or TrainConfig()
-        if resume and not train.checkpoint_dir:
-            raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
         # under torchrun: data parallel (each rank runs the host on its own shard of the data)
         # (the group's backend follows the head's device: NCCL for GPUs, gloo for the CPU)
         dp = distributed.init_from_env(device=resolve_device(train.device)) or distributed.DataParallel.current()
-        main = dp is None or dp.is_main
-        if not resume and main:
-            prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
-        distributed.barrier(dp)
         if dp is not None:
             data = distributed.ShardedBatches(data, dp)
-        store = ActivationStore(
+        store = self._fit_store(data, train, buffer_size, cache_dir, device, dp)
+        reference = self._begin_fit(
+            store, train, normalize, normalizer_vectors, init, init_vectors, init_steps, resume, overwrite, dp
+        )
+        result = Trainer(self.head, train, data_parallel=dp if dp is not None else False).fit(
+            store, resume=resume, resume_config=resume_config
+        )
+        self._end_fit(reference)
+        return result
+
+    def _fit_store(
+        self,
+        data: Iterable[Any],
+        train: TrainConfig,
+        buffer_size: int,
+        cache_dir: str | Path | None,
+        device: str | torch.device | None,
+        dp: distributed.DataParallel | None = None,
+    ) -> ActivationStore:
+        """The activation store a fit streams from (``data`` may be a shared forward of several hooks;
+        under data parallel each rank's store holds its share of the global batch)."""
+        return ActivationStore(
             self.adapter,
             self.hook,
             data,
@@ -265,6 +276,34 @@ class Probe:
             seed=train.seed,
             cache_dir=cache_dir,
         )
+
+    def _begin_fit(
+        self,
+        store: ActivationStore,
+        train: TrainConfig,
+        normalize: bool,
+        normalizer_vectors: int,
+        init: str | None,
+        init_vectors: int,
+        init_steps: int | None,
+        resume: str | Path | bool | None,
+        overwrite: bool,
+        dp: distributed.DataParallel | None = None,
+    ) -> Tensor:
+        """Everything :meth:`fit` does before training: the normaliser, the reference vectors (read
+        from the store's first pass, which training carries on), the head and its initialisation,
+        the fit state beside the checkpoints. Returns the reference vectors. Under data parallel
+        rank 0 alone writes, and the normaliser combines every rank's statistics exactly."""
+        if init not in (None, "isa"):
+            raise ValueError(f"unknown init {init!r}; use None (random) or 'isa'")
+        if init_steps is not None and init_steps < 1:
+            raise ValueError(f"init_steps must be ≥ 1 (or None for the head's default), got {init_steps}")
+        if resume and not train.checkpoint_dir:
+            raise ValueError("resume needs train.checkpoint_dir: the folder holding the fit's checkpoints")
+        main = dp is None or dp.is_main
+        if not resume and main:
+            prepare_checkpoint_dir(train.checkpoint_dir, overwrite)
+        distributed.barrier(dp)
         if resume:  # the fit's own normaliser and reference vectors, saved where its checkpoints are
             fit_dir = Path(train.checkpoint_dir) if resume is True else Path(resume).parent
             reference = self._load_fit_state(fit_dir, normalize)
@@ -311,11 +350,11 @@ class Probe:
         if train.checkpoint_dir and not resume and main:
             self._save_fit_state(Path(train.checkpoint_dir), reference, normalize)
         distributed.barrier(dp)
-        result = Trainer(self.head, train, data_parallel=dp if dp is not None else False).fit(
-            store, resume=resume, resume_config=resume_config
-        )
+        return reference
+
+    def _end_fit(self, reference: Tensor) -> None:
+        """After training: the reference codes (traversal and steering ranges) from the trained head."""
         self.reference_codes = self._codes(reference.to(self._param_device()))
-        return result
 
     def _save_fit_state(self, directory: Path, reference: Tensor, normalize: bool) -> None:
         """The normaliser and reference vectors of a fit, beside its checkpoints (tensors first,

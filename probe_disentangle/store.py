@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,102 @@ class _OpenPass:
     done: bool = False
 
 
+@dataclass
+class _SharedPass:
+    """One pass of a :class:`SharedForward` over the data: its batches (opened on first use), the
+    vectors read for each hook and not yet taken, and whether the data has run out."""
+
+    queues: dict[str, deque[Tensor]]
+    batches: Iterator[Any] | None = None
+    done: bool = False
+
+
+class SharedForward:
+    """One host forward per data batch for several hooks, each read by its own
+    :class:`ActivationStore` (pass the ``SharedForward`` as the store's ``data``).
+
+    Each store makes its own passes over the data. The k-th pass of every store is the same
+    source pass: whichever store first needs a batch that pass has not read yet runs the host on
+    it (:meth:`Adapter.collect_many`: every hook still reading that pass, the forward ending after
+    the deepest) and queues each other hook's vectors until its store takes them. So every store
+    gets exactly the chunks a store of its own would read, while the host runs once per batch
+    per pass. Queues hold what the slowest store has not taken yet; a driver that always advances
+    the store with the fewest chunks taken (:meth:`taken`) keeps that within about one shuffle
+    buffer. :meth:`release` a hook whose store is done, so later forwards stop reading it (and
+    stop earlier when it was the deepest).
+    """
+
+    def __init__(self, adapter: Adapter, hooks: Sequence[str], data: Iterable[Any]) -> None:
+        self.adapter = adapter
+        self.hooks = adapter.check_hooks(hooks)
+        self.data = data
+        self.forwards = 0  # host forwards run so far
+        self._active = list(self.hooks)
+        self._passes: list[_SharedPass | None] = []
+        self._next_pass = dict.fromkeys(self.hooks, 0)
+        self._taken = dict.fromkeys(self.hooks, 0)
+
+    def taken(self, hook: str) -> int:
+        """Chunks (host batches) ``hook``'s store has taken so far, over all its passes."""
+        return self._taken[hook]
+
+    def chunks(self, hook: str) -> Iterator[Tensor]:
+        """``hook``'s next pass over the data, as the raw vectors of each host batch."""
+        if hook not in self._next_pass:
+            raise KeyError(f"hook {hook!r} is not read by this SharedForward (it reads {self.hooks})")
+        if hook not in self._active:
+            raise RuntimeError(f"hook {hook!r} was released; a released hook is read no more")
+        k = self._next_pass[hook]
+        self._next_pass[hook] = k + 1
+        while len(self._passes) <= k:  # a new pass reads every hook still active
+            self._passes.append(_SharedPass({h: deque() for h in self._active}))
+        p = self._passes[k]
+        try:
+            while True:
+                q = p.queues[hook]
+                if q:
+                    self._taken[hook] += 1
+                    yield q.popleft()
+                elif p.done:
+                    return
+                else:
+                    self._read(p)
+        finally:  # this hook's pass is over (or abandoned): drop its queue, and the pass when all are
+            self._leave(k, hook)
+
+    def release(self, hook: str) -> None:
+        """``hook``'s store needs no more vectors: drop its queues and read it no more."""
+        if hook in self._active:
+            self._active.remove(hook)
+        for k in range(len(self._passes)):
+            self._leave(k, hook)
+
+    def _leave(self, k: int, hook: str) -> None:
+        p = self._passes[k]
+        if p is not None:
+            p.queues.pop(hook, None)
+            if not p.queues:
+                self._passes[k] = None
+
+    def _read(self, p: _SharedPass) -> None:
+        """Run the host on the pass's next batch for every hook still reading the pass."""
+        if p.batches is None:
+            p.batches = iter(self.data)
+        try:
+            batch = next(p.batches)
+        except StopIteration:
+            p.done = True
+            return
+        hooks = [h for h in self.hooks if h in p.queues]
+        acts = self.adapter.collect_many(batch, hooks)
+        self.forwards += 1
+        for h in hooks:
+            p.queues[h].append(acts[h].vectors)
+
+
 class ActivationStore:
-    """Vectors at ``hook`` of ``adapter``'s host over ``data`` (an iterable of host input batches).
+    """Vectors at ``hook`` of ``adapter``'s host over ``data`` (an iterable of host input batches,
+    or a :class:`SharedForward` that reads this hook among others from one host forward).
 
     Iterate to get shuffled training batches ``[batch_size, d]`` (normalised when a normaliser is
     set). ``buffer_size`` bounds memory (in vectors); ``cache_dir`` writes/reads safetensors
@@ -120,6 +215,14 @@ class ActivationStore:
                 f"buffer_size ({buffer_size}) must hold at least two batches ({2 * batch_size}) to shuffle"
             )
         adapter.check_hook(hook)
+        if isinstance(data, SharedForward) and (data.adapter is not adapter or hook not in data.hooks):
+            raise ValueError(
+                f"this SharedForward reads hooks {data.hooks} of its own adapter; build the store with that "
+                f"adapter and one of those hooks (got {hook!r})"
+            )
+        if isinstance(data, SharedForward) and cache_dir is not None:
+            # a store reading its cache would leave its hook's vectors queued in the shared forward
+            raise ValueError("a store fed by a SharedForward reads the host, not a cache: drop cache_dir")
         self.adapter, self.hook, self.data = adapter, hook, data
         self.batch_size, self.buffer_size = batch_size, buffer_size
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,6 +241,9 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- raw chunks
     def _host_chunks(self) -> Iterator[Tensor]:
+        if isinstance(self.data, SharedForward):
+            yield from self.data.chunks(self.hook)
+            return
         for batch in self.data:
             acts = self.adapter.collect(batch, self.hook)
             yield acts.vectors

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -538,6 +538,25 @@ class Trainer:
         precision): "error" (the default) refuses, naming both values; "override" carries on with
         this trainer's values and logs a warning. Settings that do not change the run (device,
         logging, checkpointing) may always differ."""
+        steps = self.fit_steps(data, resume=resume, until=until, resume_config=resume_config, overwrite=overwrite)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def fit_steps(
+        self,
+        data,
+        resume: str | os.PathLike | bool | None = None,
+        until: int | None = None,
+        resume_config: str = "error",
+        overwrite: bool = False,
+    ) -> Generator[int, None, TrainResult]:
+        """:meth:`fit` one step at a time: each ``next()`` trains one step and yields its number;
+        the generator returns the :class:`TrainResult`. Several trainers driven in turn (one probe
+        per hook, :func:`probe_disentangle.multi_hook.fit_probes`) each run exactly as :meth:`fit`
+        would, provided the caller gives each its own global RNG state between steps."""
         if resume_config not in ("error", "override"):
             raise ValueError(f"resume_config must be 'error' or 'override', got {resume_config!r}")
         cfg = self.config
@@ -616,6 +635,7 @@ class Trainer:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self._check()  # a checkpoint is written only after a clean check
                     self.save_checkpoint(batches)
+                yield self.step
             self._check()
             if cfg.checkpoint_dir and self.last_checkpoint != self._ckpt_path(self.step):
                 self.save_checkpoint(batches)

@@ -207,3 +207,33 @@ def test_fit_and_steer_a_per_token_sequence_head(tmp_path, capsys):
     assert cli.main([*steer, "--add", "0=2"]) == 0
     assert cli.main([*steer, "--set", "9=1"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_fit_several_hooks_saves_a_probe_per_hook_equal_to_single_hook_fits(tmp_path, capsys):
+    """`fit --hook A --hook B`: one folder per hook under --out (named by the hook), each the probe
+    a single-hook `fit` gives with the same arguments."""
+    pytest.importorskip("transformer_lens")
+    from probe_disentangle import Probe
+    from probe_disentangle.hosts import load_host
+
+    hooks = ["blocks.2.hook_resid_post", "blocks.0.hook_resid_post"]
+    common = ["--steps", "6", "--latents", "3", "--hidden", "32", "--batch-size", "128", "--sequences", "120"]
+    common += ["--host-batch", "40", "--buffer", "512", "--no-progress"]
+    out = tmp_path / "probes"
+    assert cli.main(["fit", "factor_lm", "--hook", hooks[0], "--hook", hooks[1], "--out", str(out), *common]) == 0
+    text = capsys.readouterr().out
+    model = load_host("factor_lm").model
+    for h in hooks:
+        assert f"at {h} of factor_lm: 6 steps" in text and f"saved probe to {out / h}" in text
+        assert cli.main(["fit", "factor_lm", "--hook", h, "--out", str(tmp_path / "single" / h), *common]) == 0
+        a, b = (Probe.from_pretrained(d, model) for d in (out / h, tmp_path / "single" / h))
+        sa, sb = a.head.state_dict(), b.head.state_dict()
+        assert a.hook == h and all(torch.equal(sa[k], sb[k]) for k in sa)
+    capsys.readouterr()
+    assert cli.main(["fit", "factor_lm", "--hook", hooks[0], "--hook", hooks[1], "--out", str(out), *common]) == 2
+    assert "already holds a probe" in capsys.readouterr().err
+    assert cli.main(["fit", "factor_lm", "--hook", hooks[0], "--hook", hooks[0], "--out", str(out), *common]) == 2
+    assert "given twice" in capsys.readouterr().err
+    bad = ["fit", "factor_lm", "--hook", hooks[0], "--hook", "blocks.9.hook_resid_post", "--out", str(tmp_path / "x")]
+    assert cli.main([*bad, *common]) == 2
+    assert "unknown hook 'blocks.9.hook_resid_post'" in capsys.readouterr().err

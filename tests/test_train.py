@@ -245,6 +245,35 @@ def test_fit_in_chunks_equals_one_call():
     assert _same(straight, chunked)
 
 
+def test_fit_steps_interleaved_with_own_rng_states_equal_separate_fits():
+    """Trainer.fit_steps yields after each step and returns fit's result; two trainers stepped in
+    turn, each with its own global RNG state between steps (as fit_probes drives them), end as
+    each would alone. FactorVAE draws permutations from the global RNG every step."""
+    x = _data()
+    makes = (lambda: _head(), lambda: _head("factor_vae", {"disc_hidden": 8, "disc_depth": 1}))
+    alone = []
+    for make in makes:
+        head = make()
+        alone.append((head, Trainer(head, _cfg()).fit(x)))
+    heads = [make() for make in makes]
+    gens = [Trainer(h, _cfg()).fit_steps(x) for h in heads]
+    states = [torch.get_rng_state()] * 2
+    yielded, results = [[], []], [None, None]
+    while None in results:
+        for i, g in enumerate(gens):
+            if results[i] is not None:
+                continue
+            torch.set_rng_state(states[i])
+            try:
+                yielded[i].append(next(g))
+            except StopIteration as done:
+                results[i] = done.value
+            states[i] = torch.get_rng_state()
+    assert yielded == [list(range(1, 31))] * 2
+    for (head, r), h2, r2 in zip(alone, heads, results, strict=True):
+        assert _same(head, h2) and r2.step == 30 and r2.last == r.last
+
+
 def test_cpu_autocast_only_when_asked_and_losses_stay_float32():
     seen = []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,3 +268,68 @@ class Adapter:
         if not store:
             raise HookError(f"hook {hook!r} never ran during the forward; is it on the path of this input?")
         return self.to_vectors(store[0], batch)
+
+    # ---------------------------------------------------------------- several hooks, one forward
+    def check_hooks(self, hooks: Sequence[str]) -> list[str]:
+        """``hooks`` as a list, checked: at least one, no name twice, each a hook of the host."""
+        if isinstance(hooks, str) or not isinstance(hooks, Sequence):
+            raise TypeError(f"hooks must be a list of hook names, got {type(hooks).__name__}; e.g. [{hooks!r}]")
+        hooks = list(hooks)
+        if not hooks:
+            raise ValueError("no hooks given: name at least one hook point")
+        dup = sorted({h for h in hooks if hooks.count(h) > 1})
+        if dup:
+            raise ValueError(f"hook {dup[0]!r} is named twice; name each hook once")
+        for h in hooks:
+            self.check_hook(h)
+        return hooks
+
+    @contextlib.contextmanager
+    def stop_when_all_ran(self, hooks: Sequence[str]) -> Iterator[None]:
+        """Within the context, a host forward ends as soon as every hook in ``hooks`` has run once:
+        after the deepest of them, whatever their order in the network. Enter it after the readers'
+        contexts, so that each hook's reader runs before its stopper."""
+        ran: set[str] = set()
+
+        def _mark(hook: str):
+            def _fn(act):
+                ran.add(hook)
+                if len(ran) == len(hooks):
+                    raise _StopForward
+
+            return _fn
+
+        with contextlib.ExitStack() as stack:
+            for h in hooks:
+                stack.enter_context(self.hook(h, _mark(h)))
+            yield
+
+    def _call_for(self, batch: Any, hooks: Sequence[str]) -> Any:
+        """Run the host on ``batch`` for reading ``hooks`` (the host family may truncate natively)."""
+        return self._call(batch)
+
+    @torch.no_grad()
+    def collect_many(self, batch: Any, hooks: Sequence[str]) -> dict[str, Activations]:
+        """:meth:`collect` for several hooks from one host forward, which ends after the deepest
+        of them. Each hook's vectors are those :meth:`collect` reads there (one hook: the same call)."""
+        hooks = self.check_hooks(hooks)
+        if len(hooks) == 1:
+            return {hooks[0]: self.collect(batch, hooks[0])}
+        store: dict[str, Tensor] = {}
+
+        def _reader(hook: str):
+            def _read(act):
+                store.setdefault(hook, act.detach())  # the first run of the hook, as collect reads
+
+            return _read
+
+        with contextlib.ExitStack() as stack:
+            for h in hooks:
+                stack.enter_context(self.hook(h, _reader(h)))
+            stack.enter_context(self.stop_when_all_ran(hooks))
+            with contextlib.suppress(_StopForward):
+                self._call_for(batch, hooks)
+        missing = [h for h in hooks if h not in store]
+        if missing:
+            raise HookError(f"hook {missing[0]!r} never ran during the forward; is it on the path of this input?")
+        return {h: self.to_vectors(store[h], batch) for h in hooks}

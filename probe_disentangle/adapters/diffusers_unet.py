@@ -23,14 +23,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .base import Activations, Adapter, HookError, VectorFn, _primary, _replace_primary, close_matches
+from .base import (
+    Activations,
+    Adapter,
+    HookError,
+    VectorFn,
+    _primary,
+    _replace_primary,
+    _StopForward,
+    close_matches,
+)
 
 LAYOUTS = ("flatten", "pool", "positions")
 UNET_TYPES = ("UNet2DModel", "UNet2DConditionModel")
@@ -256,7 +265,9 @@ class DiffusersUNetAdapter(Adapter):
             yield rec
 
     @torch.no_grad()
-    def collect(self, batch: Any, hook: str, stop: bool = True, timesteps: Collection[int] | None = None) -> Activations:
+    def collect(
+        self, batch: Any, hook: str, stop: bool = True, timesteps: Collection[int] | None = None
+    ) -> Activations:
         """Vectors at ``hook`` for one UNet batch: a dict of the UNet's keyword arguments or a tuple
         ``(sample, timestep[, encoder_hidden_states])``; the forward stops after the hook. Rows whose
         timestep is not kept (``timesteps``, else the adapter's) are dropped."""
@@ -267,6 +278,28 @@ class DiffusersUNetAdapter(Adapter):
                 f"hook {hook!r} kept nothing: it did not run, or no row's timestep is in {sorted(self.timesteps or [])}"
             )
         return rec.activations()
+
+    @torch.no_grad()
+    def collect_many(
+        self, batch: Any, hooks: Sequence[str], timesteps: Collection[int] | None = None
+    ) -> dict[str, Activations]:
+        """:meth:`collect` for several block paths from one UNet forward, which ends after the
+        deepest of them; each hook's vectors and timesteps are those :meth:`collect` reads there."""
+        hooks = self.check_hooks(hooks)
+        if len(hooks) == 1:
+            return {hooks[0]: self.collect(batch, hooks[0], timesteps=timesteps)}
+        with contextlib.ExitStack() as stack:
+            recs = {h: stack.enter_context(self.record(h, timesteps)) for h in hooks}
+            stack.enter_context(self.stop_when_all_ran(hooks))
+            with contextlib.suppress(_StopForward):
+                self._call(batch)
+        for h, rec in recs.items():
+            if not rec.parts:
+                raise HookError(
+                    f"hook {h!r} kept nothing: it did not run, or no row's timestep is in {sorted(self.timesteps or [])}"
+                )
+            del rec.parts[1:]  # the first run of the block, as collect reads
+        return {h: rec.activations() for h, rec in recs.items()}
 
     @contextlib.contextmanager
     def edit(self, hook: str, fn: VectorFn, window: tuple[float, float] | None = None) -> Iterator[None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -163,6 +164,12 @@ class HookedTransformerAdapter(Adapter):
             self.check_hook(stop_after)
             return self._call(batch, stop_at_layer=layer + 1)  # native truncation: skip later blocks
         return super().forward(batch, stop_after)
+
+    def _call_for(self, batch: Any, hooks: Sequence[str]) -> Any:
+        layers = [self.layer_of(h) for h in hooks]
+        if all(v is not None for v in layers) and self._has_stop and max(layers) + 1 < self.model.cfg.n_layers:
+            return self._call(batch, stop_at_layer=max(layers) + 1)  # native truncation after the deepest block
+        return self._call(batch)
 
     def position_mask(self, act: Tensor, batch: Any) -> Tensor:
         B, T = act.shape[:2]
