@@ -304,9 +304,11 @@ def world_suite():
 
 
 def run_side_by_side(metrics, repeats: int, skip_reference: bool, log=print):
-    """times[metric][mode] = [seconds per repeat], values[metric][mode] = dict, loads = [(before, after)]."""
+    """times[metric][mode] = [wall seconds per repeat], cpu[metric][mode] = [CPU seconds of all threads],
+    values[metric][mode] = dict, loads = [(before, after)]."""
     modes = [m for m in MODES if not (skip_reference and m == "reference")]
     times = {name: {m: [] for m in modes} for name in metrics}
+    cpu = {name: {m: [] for m in modes} for name in metrics}
     values: dict = {name: {} for name in metrics}
     loads = []
     for r in range(repeats):
@@ -315,12 +317,14 @@ def run_side_by_side(metrics, repeats: int, skip_reference: bool, log=print):
         for name, (ours, ref) in metrics.items():
             for mode in order:
                 fn = ref if mode == "reference" else (lambda o=ours, m=mode: o(m == "fast"))
+                c0 = time.process_time()
                 t, v = timed(fn)
+                cpu[name][mode].append(time.process_time() - c0)
                 times[name][mode].append(t)
                 values[name].setdefault(mode, v)  # every implementation is deterministic
             log(f"repeat {r} {name}: " + "  ".join(f"{m} {times[name][m][-1]:.2f}s" for m in order), flush=True)
         loads.append((before, os.getloadavg()[0]))
-    return times, values, loads
+    return times, cpu, values, loads
 
 
 def known_answer_drift(n_jobs):
@@ -343,8 +347,8 @@ def known_answer_drift(n_jobs):
     return drift
 
 
-def summarise(times, values, loads, group):
-    """Rows per (metric, key) and the suite's per-repeat totals and speed-ups."""
+def summarise(times, cpu, values, loads, group):
+    """Rows per (metric, key) and the suite's per-repeat totals and speed-ups (wall clock; CPU seconds beside)."""
     rows = []
     for name in times:
         med = {m: _median(ts) for m, ts in times[name].items()}
@@ -359,6 +363,7 @@ def summarise(times, values, loads, group):
                     "reference": values[name].get("reference", {}).get(key),
                     **{f"t_{m}": med.get(m) for m in MODES},
                     **{f"t_{m}_all": times[name].get(m) for m in MODES},
+                    **{f"cpu_{m}": _median(cpu[name].get(m) or []) for m in MODES},
                 }
             )
     n_rep = len(loads)
@@ -366,7 +371,15 @@ def summarise(times, values, loads, group):
         m: [sum(times[name][m][r] for name in times) for r in range(n_rep)] if m in next(iter(times.values())) else None
         for m in MODES
     }
-    suite = {"seconds_per_repeat": per_repeat, "median_seconds": {m: _median(v or []) for m, v in per_repeat.items()}}
+    cpu_repeat = {
+        m: [sum(cpu[name][m][r] for name in cpu) for r in range(n_rep)] if per_repeat[m] else None for m in MODES
+    }
+    suite = {
+        "seconds_per_repeat": per_repeat,
+        "median_seconds": {m: _median(v or []) for m, v in per_repeat.items()},
+        "cpu_seconds_per_repeat": cpu_repeat,
+        "median_cpu_seconds": {m: _median(v or []) for m, v in cpu_repeat.items()},
+    }
     if per_repeat["reference"]:
         for m in ("exact", "fast"):
             ratios = [ref / ours for ref, ours in zip(per_repeat["reference"], per_repeat[m], strict=True)]
@@ -443,6 +456,15 @@ def markdown_tables(rows, suite, loads, setup) -> str:
             + ", ".join(f"{x:.1f}" for x in suite["speedup_fast_per_repeat"])
             + " (ratios of sums over metrics; the suite row's times are medians of those sums)."
         )
+    cpu = suite["median_cpu_seconds"]
+    out.append("")
+    out.append(
+        "CPU seconds of all threads per suite (median): "
+        + ", ".join(f"{m} {_fmt(cpu[m], 0, 1)}" for m in MODES)
+        + "; DCI alone: "
+        + ", ".join(f"{m} {_fmt(next(r for r in rows if r['metric'] == 'dci')[f'cpu_{m}'], 0, 1)}" for m in MODES)
+        + "."
+    )
     return "\n".join(out)
 
 
@@ -461,12 +483,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--repeats must be >= 1")
 
     metrics = array_suite(n_train, n_test, args.n_jobs)
-    times, values, loads = run_side_by_side(metrics, repeats, args.skip_reference)
-    rows, suite = summarise(times, values, loads, "array")
+    times, cpu, values, loads = run_side_by_side(metrics, repeats, args.skip_reference)
+    rows, suite = summarise(times, cpu, values, loads, "array")
     world_rows = []
     if not (args.skip_world or args.quick):
-        w_times, w_values, w_loads = run_side_by_side(world_suite(), 1, args.skip_reference)
-        world_rows, _ = summarise(w_times, w_values, w_loads, "world")
+        w_times, w_cpu, w_values, w_loads = run_side_by_side(world_suite(), 1, args.skip_reference)
+        world_rows, _ = summarise(w_times, w_cpu, w_values, w_loads, "world")
     drift = {} if args.quick else known_answer_drift(args.n_jobs)
 
     setup = {
