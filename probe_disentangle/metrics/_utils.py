@@ -391,7 +391,9 @@ class HistGradientBoosting:
     edges (identical to sklearn's when a code has <= 256 distinct values, quantile-based
     otherwise), ties between equally good splits go to the first feature instead of a random one,
     and all class trees of a stage are grown level by level with one histogram (np.bincount) per
-    level. Used by ``dci(fast=True)``.
+    level. After ``fit``, ``train_decision_`` holds the raw scores of the training points (what
+    ``decision_function`` would return for them), so training accuracy needs no second pass. Used
+    by ``dci(fast=True)``.
     """
 
     def __init__(
