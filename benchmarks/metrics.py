@@ -8,10 +8,18 @@ layout), so its timing stands in for the reference library on this machine and i
 exact mode. Fast-mode drift is also measured on the known-answer cases (perfect, noise,
 rotated codes) at N = 2,000.
 
-    python benchmarks/metrics.py                # full run (the reference DCI takes minutes)
-    python benchmarks/metrics.py --skip-reference
+Side by side: each repeat runs every metric three times in a row (reference, exact, fast; the
+order rotates from repeat to repeat), so all three see the same load; the 1-minute load average
+is recorded before and after each repeat. Times and speed-ups are medians over the repeats (a
+suite's speed-up is taken per repeat, then the median). The BetaVAE/FactorVAE scores (not part
+of the array suite) run in the first repeat only.
 
-Prints a table and writes benchmarks/results/metrics.json.
+    python benchmarks/metrics.py                # full run: 3 repeats (the reference DCI takes minutes)
+    python benchmarks/metrics.py --repeats 5 --n-jobs 2
+    python benchmarks/metrics.py --skip-reference
+    python benchmarks/metrics.py --quick        # smoke run: small data, one repeat, no world metrics
+
+Prints tables (plain text and markdown) and writes benchmarks/results/metrics.json.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.svm import LinearSVC
 
 from probe_disentangle.metrics import (
+    N_JOBS,
     beta_vae_score,
     dci,
     factor_vae_score,
@@ -240,6 +249,9 @@ def ref_factor_vae(world, rep, rs, batch_size=64, num_train=10000, num_eval=5000
 
 
 # ------------------------------------------------------------------------------------------ run
+MODES = ("reference", "exact", "fast")
+
+
 def timed(fn, *args, **kwargs):
     t = time.perf_counter()
     with warnings.catch_warnings():
@@ -248,26 +260,38 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t, {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-reference", action="store_true", help="skip the slow reference-style run")
-    args = parser.parse_args()
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.median(xs)) if xs else None
 
-    c, f = make_data(10_000, seed=1)
-    ct, ft = make_data(5_000, seed=2)
-    array_metrics = {
+
+def array_suite(n_train: int, n_test: int, n_jobs: int | None):
+    """name -> (ours(fast) -> dict, reference() -> dict) on the benchmark's data."""
+    c, f = make_data(n_train, seed=1)
+    ct, ft = make_data(n_test, seed=2)
+    nj = {"n_jobs": n_jobs}
+    return {
         "mig": (lambda fast: mig(c, f, fast=fast), lambda: ref_mig(c.T, f.T)),
-        "sap": (lambda fast: sap(c, f, ct, ft, random_state=SEED, fast=fast), lambda: ref_sap(c.T, f.T, ct.T, ft.T)),
-        "dci": (lambda fast: dci(c, f, ct, ft, random_state=SEED, fast=fast), lambda: ref_dci(c.T, f.T, ct.T, ft.T)),
+        "sap": (
+            lambda fast: sap(c, f, ct, ft, random_state=SEED, fast=fast, **nj),
+            lambda: ref_sap(c.T, f.T, ct.T, ft.T),
+        ),
+        "dci": (
+            lambda fast: dci(c, f, ct, ft, random_state=SEED, fast=fast, **nj),
+            lambda: ref_dci(c.T, f.T, ct.T, ft.T),
+        ),
         "modularity_explicitness": (
-            lambda fast: modularity_explicitness(c, f, ct, ft, random_state=SEED, fast=fast),
+            lambda fast: modularity_explicitness(c, f, ct, ft, random_state=SEED, fast=fast, **nj),
             lambda: ref_modularity(c.T, f.T, ct.T, ft.T),
         ),
         "irs": (lambda fast: irs(c, f, fast=fast), lambda: ref_irs(c.T, f.T)),
         "unsupervised": (lambda fast: unsupervised(c, fast=fast), lambda: ref_unsupervised(c.T)),
     }
+
+
+def world_suite():
     world = LinearWorld()
-    world_metrics = {
+    return {
         "beta_vae_score": (
             lambda fast: beta_vae_score(world, world.representation, random_state=SEED, fast=fast),
             lambda: ref_beta_vae(world, world.representation, np.random.RandomState(SEED)),
@@ -277,59 +301,98 @@ def main() -> None:
             lambda: ref_factor_vae(world, world.representation, np.random.RandomState(SEED)),
         ),
     }
-    rows = []
-    for group, metrics in (("array", array_metrics), ("world", world_metrics)):
-        for name, (ours, ref) in metrics.items():
-            t_exact, exact = timed(ours, False)
-            t_fast, fast = timed(ours, True)
-            t_ref, refv = (None, {}) if args.skip_reference else timed(ref)
-            for key in exact:
-                rows.append(
-                    {
-                        "group": group,
-                        "metric": name,
-                        "key": key,
-                        "exact": exact[key],
-                        "fast": fast.get(key),
-                        "reference": refv.get(key),
-                        "t_exact": t_exact,
-                        "t_fast": t_fast,
-                        "t_reference": t_ref,
-                    }
-                )
-            print(
-                f"done {name}: exact {t_exact:.2f}s fast {t_fast:.2f}s ref {t_ref if t_ref is None else round(t_ref, 2)}s",
-                flush=True,
-            )
 
-    # fast-mode drift on the known-answer cases
+
+def run_side_by_side(metrics, repeats: int, skip_reference: bool, log=print):
+    """times[metric][mode] = [wall seconds per repeat], cpu[metric][mode] = [CPU seconds of all threads],
+    values[metric][mode] = dict, loads = [(before, after)]."""
+    modes = [m for m in MODES if not (skip_reference and m == "reference")]
+    times = {name: {m: [] for m in modes} for name in metrics}
+    cpu = {name: {m: [] for m in modes} for name in metrics}
+    values: dict = {name: {} for name in metrics}
+    loads = []
+    for r in range(repeats):
+        order = modes[r % len(modes) :] + modes[: r % len(modes)]
+        before = os.getloadavg()[0]
+        for name, (ours, ref) in metrics.items():
+            for mode in order:
+                fn = ref if mode == "reference" else (lambda o=ours, m=mode: o(m == "fast"))
+                c0 = time.process_time()
+                t, v = timed(fn)
+                cpu[name][mode].append(time.process_time() - c0)
+                times[name][mode].append(t)
+                values[name].setdefault(mode, v)  # every implementation is deterministic
+            log(f"repeat {r} {name}: " + "  ".join(f"{m} {times[name][m][-1]:.2f}s" for m in order), flush=True)
+        loads.append((before, os.getloadavg()[0]))
+    return times, cpu, values, loads
+
+
+def known_answer_drift(n_jobs):
     drift = {}
     for kind in ("perfect", "noise", "rotated"):
         c2, f2 = make_data(2_000, seed=3, kind=kind)
         c2t, f2t = make_data(1_000, seed=4, kind=kind)
-        for name, fn in (
-            ("mig", mig),
-            ("sap", sap),
-            ("dci", dci),
-            ("modularity_explicitness", modularity_explicitness),
-            ("irs", irs),
+        for name, fn, par in (
+            ("mig", mig, False),
+            ("sap", sap, True),
+            ("dci", dci, True),
+            ("modularity_explicitness", modularity_explicitness, True),
+            ("irs", irs, False),
         ):
-            _, e = timed(fn, c2, f2, c2t, f2t, random_state=SEED, fast=False)
-            _, q = timed(fn, c2, f2, c2t, f2t, random_state=SEED, fast=True)
+            kw = {"n_jobs": n_jobs} if par else {}
+            _, e = timed(fn, c2, f2, c2t, f2t, random_state=SEED, fast=False, **kw)
+            _, q = timed(fn, c2, f2, c2t, f2t, random_state=SEED, fast=True, **kw)
             for key in e:
                 drift[f"{kind}.{name}.{key}"] = {"exact": e[key], "fast": q[key], "abs_diff": abs(q[key] - e[key])}
+    return drift
 
-    # ------------------------------------------------------------------------------ report
-    def per_metric(col):
-        seen = {}
-        for r in rows:
-            if r["group"] == "array":
-                seen[r["metric"]] = r[col]
-        return seen
 
-    suite = {
-        col: sum(v for v in per_metric(col).values() if v is not None) for col in ("t_exact", "t_fast", "t_reference")
+def summarise(times, cpu, values, loads, group):
+    """Rows per (metric, key) and the suite's per-repeat totals and speed-ups (wall clock; CPU seconds beside)."""
+    rows = []
+    for name in times:
+        med = {m: _median(ts) for m, ts in times[name].items()}
+        for key, exact in values[name]["exact"].items():
+            rows.append(
+                {
+                    "group": group,
+                    "metric": name,
+                    "key": key,
+                    "exact": exact,
+                    "fast": values[name]["fast"].get(key),
+                    "reference": values[name].get("reference", {}).get(key),
+                    **{f"t_{m}": med.get(m) for m in MODES},
+                    **{f"t_{m}_all": times[name].get(m) for m in MODES},
+                    **{f"cpu_{m}": _median(cpu[name].get(m) or []) for m in MODES},
+                }
+            )
+    n_rep = len(loads)
+    per_repeat = {
+        m: [sum(times[name][m][r] for name in times) for r in range(n_rep)] if m in next(iter(times.values())) else None
+        for m in MODES
     }
+    cpu_repeat = {
+        m: [sum(cpu[name][m][r] for name in cpu) for r in range(n_rep)] if per_repeat[m] else None for m in MODES
+    }
+    suite = {
+        "seconds_per_repeat": per_repeat,
+        "median_seconds": {m: _median(v or []) for m, v in per_repeat.items()},
+        "cpu_seconds_per_repeat": cpu_repeat,
+        "median_cpu_seconds": {m: _median(v or []) for m, v in cpu_repeat.items()},
+    }
+    if per_repeat["reference"]:
+        for m in ("exact", "fast"):
+            ratios = [ref / ours for ref, ours in zip(per_repeat["reference"], per_repeat[m], strict=True)]
+            suite[f"speedup_{m}_per_repeat"] = ratios
+            suite[f"speedup_{m}_median"] = _median(ratios)
+    return rows, suite
+
+
+def _fmt(v, w=9, d=4):
+    return f"{'-':>{w}}" if v is None else f"{v:>{w}.{d}f}"
+
+
+def text_table(rows) -> list[str]:
     header = (
         f"{'metric.key':<52} {'exact':>9} {'fast':>9} {'ref':>9} {'|f-e|':>7} {'t_exact':>8} {'t_fast':>7} {'t_ref':>7}"
     )
@@ -338,59 +401,143 @@ def main() -> None:
     for r in rows:
         first = r["metric"] != last
         last = r["metric"]
-
-        def fmt(v, w=9, d=4):
-            return f"{'-':>{w}}" if v is None else f"{v:>{w}.{d}f}"
-
-        times = (fmt(r["t_exact"], 8, 2) + fmt(r["t_fast"], 8, 2) + fmt(r["t_reference"], 8, 2)) if first else ""
+        times = (_fmt(r["t_exact"], 8, 2) + _fmt(r["t_fast"], 8, 2) + _fmt(r["t_reference"], 8, 2)) if first else ""
         diff = None if r["fast"] is None else abs(r["fast"] - r["exact"])
         lines.append(
-            f"{r['metric'] + '.' + r['key']:<52} {fmt(r['exact'])} {fmt(r['fast'])} {fmt(r['reference'])} "
-            f"{fmt(diff, 7)}{times}"
+            f"{r['metric'] + '.' + r['key']:<52} {_fmt(r['exact'])} {_fmt(r['fast'])} {_fmt(r['reference'])} "
+            f"{_fmt(diff, 7)}{times}"
         )
-    lines.append("-" * len(header))
-    lines.append(
-        f"array suite total (s): exact {suite['t_exact']:.2f}  fast {suite['t_fast']:.2f}  "
-        f"reference {suite['t_reference']:.2f}"
-    )
-    if suite["t_reference"]:
-        lines.append(
-            f"speed-up vs reference: exact {suite['t_reference'] / suite['t_exact']:.1f}x  "
-            f"fast {suite['t_reference'] / suite['t_fast']:.1f}x"
-        )
-    ref_diff = max(
-        (abs(r["exact"] - r["reference"]) for r in rows if r["group"] == "array" and r["reference"] is not None),
-        default=None,
-    )
-    if ref_diff is not None:
-        lines.append(f"max |exact - reference| over array metrics: {ref_diff:.2e}")
-    worst = max(drift.items(), key=lambda kv: kv[1]["abs_diff"])
-    lines.append(f"known-answer cases (N=2000): max fast drift {worst[1]['abs_diff']:.4f} ({worst[0]})")
-    mix_drift = max(abs(r["fast"] - r["exact"]) for r in rows if r["group"] == "array")
-    lines.append(f"noisy linear mix (N=10000): max fast drift {mix_drift:.4f}")
-    print("\n".join(lines))
+    return lines
 
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(
-        json.dumps(
-            {
-                "setup": {
-                    "n_train": 10_000,
-                    "n_test": 5_000,
-                    "k": 10,
-                    "factor_sizes": SIZES,
-                    "cpus": os.cpu_count(),
-                    "load_avg_1m_at_end": os.getloadavg()[0],
-                    "python": platform.python_version(),
-                },
-                "rows": rows,
-                "suite_seconds": suite,
-                "known_answer_drift": drift,
-            },
-            indent=1,
+
+def markdown_tables(rows, suite, loads, setup) -> str:
+    """The per-metric time table and the suite summary, as markdown."""
+    out = [
+        f"N = {setup['n_train']} train + {setup['n_test']} test, k = 10, F = 5; {setup['repeats']} repeats, "
+        f"n_jobs = {setup['n_jobs']} ({setup['cpus']} CPUs); load average (1 min) before/after each repeat: "
+        + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in loads),
+        "",
+        "| metric | reference (s) | exact (s) | fast (s) | exact × | fast × | max \\|exact − ref\\| | max \\|fast − exact\\| |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    seen = []
+    for r in rows:
+        if r["metric"] not in seen:
+            seen.append(r["metric"])
+    for name in seen:
+        rs = [r for r in rows if r["metric"] == name]
+        r0 = rs[0]
+        ref_d = [abs(r["exact"] - r["reference"]) for r in rs if r["reference"] is not None]
+        fast_d = [abs(r["fast"] - r["exact"]) for r in rs if r["fast"] is not None]
+
+        def ratio(m, r0=r0):
+            return "-" if not r0["t_reference"] or not r0[f"t_{m}"] else f"{r0['t_reference'] / r0[f't_{m}']:.1f}"
+
+        out.append(
+            f"| {name} | {_fmt(r0['t_reference'], 0, 2)} | {_fmt(r0['t_exact'], 0, 2)} | {_fmt(r0['t_fast'], 0, 2)} "
+            f"| {ratio('exact')} | {ratio('fast')} | {max(ref_d, default=float('nan')):.1e} "
+            f"| {max(fast_d, default=float('nan')):.4f} |"
         )
+    med = suite["median_seconds"]
+    line = (
+        f"| **array suite** | {_fmt(med['reference'], 0, 2)} | {_fmt(med['exact'], 0, 2)} | {_fmt(med['fast'], 0, 2)} "
     )
-    print(f"wrote {OUT}")
+    if "speedup_exact_median" in suite:
+        line += f"| **{suite['speedup_exact_median']:.2f}** | **{suite['speedup_fast_median']:.1f}** | | |"
+    else:
+        line += "| - | - | | |"
+    out.append(line)
+    if "speedup_exact_per_repeat" in suite:
+        out.append("")
+        out.append(
+            "Suite speed-up per repeat: exact "
+            + ", ".join(f"{x:.2f}" for x in suite["speedup_exact_per_repeat"])
+            + "; fast "
+            + ", ".join(f"{x:.1f}" for x in suite["speedup_fast_per_repeat"])
+            + " (ratios of sums over metrics; the suite row's times are medians of those sums)."
+        )
+    cpu = suite["median_cpu_seconds"]
+    out.append("")
+    out.append(
+        "CPU seconds of all threads per suite (median): "
+        + ", ".join(f"{m} {_fmt(cpu[m], 0, 1)}" for m in MODES)
+        + "; DCI alone: "
+        + ", ".join(f"{m} {_fmt(next(r for r in rows if r['metric'] == 'dci')[f'cpu_{m}'], 0, 1)}" for m in MODES)
+        + "."
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-reference", action="store_true", help="skip the slow reference-style run")
+    parser.add_argument("--skip-world", action="store_true", help="skip the BetaVAE / FactorVAE scores")
+    parser.add_argument("--repeats", type=int, default=3, help="side-by-side repeats (medians are reported)")
+    parser.add_argument("--n-jobs", type=int, default=N_JOBS, help="threads for SAP/DCI/explicitness (-1: per core)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 600 + 300 points, 1 repeat, no world")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    n_train, n_test = (600, 300) if args.quick else (10_000, 5_000)
+    repeats = 1 if args.quick else args.repeats
+    if repeats < 1:
+        parser.error("--repeats must be >= 1")
+
+    metrics = array_suite(n_train, n_test, args.n_jobs)
+    times, cpu, values, loads = run_side_by_side(metrics, repeats, args.skip_reference)
+    rows, suite = summarise(times, cpu, values, loads, "array")
+    world_rows = []
+    if not (args.skip_world or args.quick):
+        w_times, w_cpu, w_values, w_loads = run_side_by_side(world_suite(), 1, args.skip_reference)
+        world_rows, _ = summarise(w_times, w_cpu, w_values, w_loads, "world")
+    drift = {} if args.quick else known_answer_drift(args.n_jobs)
+
+    setup = {
+        "n_train": n_train,
+        "n_test": n_test,
+        "k": 10,
+        "factor_sizes": SIZES,
+        "repeats": repeats,
+        "n_jobs": args.n_jobs,
+        "cpus": os.cpu_count(),
+        "load_avg_1m_per_repeat": loads,
+        "python": platform.python_version(),
+    }
+    lines = text_table(rows + world_rows)
+    lines.append("-" * len(lines[0]))
+    med = suite["median_seconds"]
+    lines.append(
+        f"array suite median total (s): exact {med['exact']:.2f}  fast {med['fast']:.2f}  "
+        f"reference {_fmt(med['reference'], 0, 2)}"
+    )
+    if "speedup_exact_median" in suite:
+        lines.append(
+            f"speed-up vs reference (median of {repeats} side-by-side repeats): exact "
+            f"{suite['speedup_exact_median']:.2f}x  fast {suite['speedup_fast_median']:.1f}x"
+        )
+        ref_diff = max(abs(r["exact"] - r["reference"]) for r in rows if r["reference"] is not None)
+        lines.append(f"max |exact - reference| over array metrics: {ref_diff:.2e}")
+    if drift:
+        worst = max(drift.items(), key=lambda kv: kv[1]["abs_diff"])
+        lines.append(f"known-answer cases (N=2000): max fast drift {worst[1]['abs_diff']:.4f} ({worst[0]})")
+    mix_drift = max(abs(r["fast"] - r["exact"]) for r in rows)
+    lines.append(f"noisy linear mix (N={n_train}): max fast drift {mix_drift:.4f}")
+    lines.append(f"load average (1 min) before/after each repeat: {loads}")
+    md = markdown_tables(rows, suite, loads, setup)
+    print("\n".join(lines))
+    print()
+    print(md)
+
+    result = {
+        "setup": setup,
+        "rows": rows + world_rows,
+        "suite": suite,
+        "known_answer_drift": drift,
+        "markdown": md,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

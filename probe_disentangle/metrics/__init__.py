@@ -3,8 +3,11 @@
 Pure functions of arrays returning dicts, with disentanglement_lib's definitions, defaults and
 result keys (Locatello et al. 2019). ``evaluate`` runs the array-based suite in one call;
 ``format_table`` prints its results.
+Metrics with independent classifier fits (SAP, DCI, explicitness) run them in ``n_jobs``
+threads, default ``N_JOBS`` (one per core); their values do not depend on ``n_jobs``.
 """
 
+from ._utils import N_JOBS
 from .report import METRICS, evaluate, format_table
 from .supervised import (
     WorldLike,
@@ -29,6 +32,7 @@ from .unsupervised import (
 
 __all__ = [
     "METRICS",
+    "N_JOBS",
     "WorldLike",
     "beta_vae_score",
     "cluster_accuracy",

@@ -33,6 +33,8 @@ __all__ = [
     "discrete_entropy",
     "histogram_discretize",
     "mutual_info_matrix",
+    "N_JOBS",
+    "default_n_jobs",
     "parallel_map",
     "randint",
     "sklearn_seed",
@@ -296,29 +298,52 @@ def discrete_entropy(y: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ parallel
-def default_n_jobs(n_tasks: int, n_jobs: int | None = None) -> int:
-    """Workers to use: ``n_jobs`` if given (-1 = all cores), else one per core, never more than tasks."""
+N_JOBS = -1  # default workers for the metrics' independent fits: -1 = one per core (never more than fits)
+
+
+def default_n_jobs(n_tasks: int, n_jobs: int | None = N_JOBS) -> int:
+    """Workers to use: ``n_jobs`` (None or negative = one per core), never more than ``n_tasks``."""
+    if n_jobs is not None and not isinstance(n_jobs, (int, np.integer)):
+        raise TypeError(f"n_jobs must be an int (or None / -1 for one worker per core), got {type(n_jobs).__name__}")
+    if n_jobs == 0:
+        raise ValueError("n_jobs must be >= 1, or -1 / None for one worker per core; got 0")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if n_jobs is None or n_jobs < 0:
         n_jobs = cores
     return max(1, min(int(n_jobs), n_tasks))
 
 
-def parallel_map(fn: Callable[[T], Any], items: Iterable[T], n_jobs: int | None = None) -> list[Any]:
+def parallel_map(
+    fn: Callable[[T], Any],
+    items: Iterable[T],
+    n_jobs: int | None = N_JOBS,
+    costs: Sequence[float] | None = None,
+) -> list[Any]:
     """``[fn(x) for x in items]`` on a thread pool (sklearn's tree and linear solvers release the GIL).
 
     Threads rather than processes: no pickling of the data, no worker start-up, and sklearn's
-    estimators stay bit-identical to a serial run. Warnings raised in workers are silenced the
+    estimators stay bit-identical to a serial run. ``costs`` (one estimate per item) starts the
+    dearest items first, so that with fewer workers than items the last to finish is a cheap
+    one (longest-processing-time-first scheduling); results keep the order of ``items`` whatever
+    the number of workers or the order of the calls. Warnings raised in workers are silenced the
     same way the caller silenced them.
     """
     items = list(items)
+    if costs is not None and len(costs) != len(items):
+        raise ValueError(f"costs needs one entry per item, got {len(costs)} for {len(items)} items")
+    order = list(range(len(items))) if costs is None else sorted(range(len(items)), key=lambda i: -costs[i])
     jobs = default_n_jobs(len(items), n_jobs)
     if jobs == 1:
-        return [fn(x) for x in items]
-    from joblib import Parallel, delayed
+        done = [fn(items[i]) for i in order]
+    else:
+        from joblib import Parallel, delayed
 
-    with warnings.catch_warnings():
-        return Parallel(n_jobs=jobs, backend="threading")(delayed(fn)(x) for x in items)
+        with warnings.catch_warnings():
+            done = Parallel(n_jobs=jobs, backend="threading", batch_size=1)(delayed(fn)(items[i]) for i in order)
+    out: list[Any] = [None] * len(items)
+    for i, result in zip(order, done, strict=True):
+        out[i] = result
+    return out
 
 
 def as_list(x: str | Sequence[str] | None) -> list[str] | None:
@@ -366,7 +391,9 @@ class HistGradientBoosting:
     edges (identical to sklearn's when a code has <= 256 distinct values, quantile-based
     otherwise), ties between equally good splits go to the first feature instead of a random one,
     and all class trees of a stage are grown level by level with one histogram (np.bincount) per
-    level. Used by ``dci(fast=True)``.
+    level. After ``fit``, ``train_decision_`` holds the raw scores of the training points (what
+    ``decision_function`` would return for them), so training accuracy needs no second pass. Used
+    by ``dci(fast=True)``.
     """
 
     def __init__(
@@ -385,6 +412,7 @@ class HistGradientBoosting:
         n, k = x.shape
         self.edges_ = bin_edges(x, self.max_bins)
         xb = apply_bins(x, self.edges_)  # (n, k)
+        xb_flat, row_base = xb.ravel(), np.arange(n)[:, None] * k  # xb[i, f] == xb_flat[row_base[i] + f]
         nb = max(len(e) for e in self.edges_) + 1
         self._nb = nb
         prior = np.clip(np.bincount(yi, minlength=num_classes) / n, _EPS, 1 - _EPS)
@@ -446,9 +474,11 @@ class HistGradientBoosting:
                 valid = (cl > 0) & (cr > 0)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     proxy = np.where(valid, (cr * sl - cl * sr) ** 2 / (cl * cr), -np.inf)
-                flat = proxy.reshape(n_trees, width, -1)
-                best = flat.argmax(axis=2)  # first best (feature, threshold), (T, width)
-                has_split = np.isfinite(np.take_along_axis(flat, best[..., None], axis=2)[..., 0])
+                flat = proxy.reshape(n_trees * width, -1)
+                pick = flat.argmax(axis=1)  # first best (feature, threshold) of each (tree, node)
+                rows = np.arange(n_trees * width)
+                has_split = np.isfinite(flat[rows, pick]).reshape(n_trees, width)
+                best = pick.reshape(n_trees, width)
                 # impurity of each node: a node whose residual is constant stays a leaf, as in sklearn
                 key = (t_idx[None, :] * width + local)[live]
                 sq = np.bincount(key, weights=(resid**2)[live], minlength=n_trees * width).reshape(n_trees, width)
@@ -462,17 +492,16 @@ class HistGradientBoosting:
                 self._thr[m][:, ids] = bt
                 self._split[m][:, ids] = do
                 # impurity decrease of the chosen splits, for the importances
-                s_l = np.take_along_axis(sl.reshape(n_trees, width, -1), best[..., None], axis=2)[..., 0]
-                c_l = np.take_along_axis(cl.reshape(n_trees, width, -1), best[..., None], axis=2)[..., 0]
+                s_l = sl.reshape(n_trees * width, -1)[rows, pick].reshape(n_trees, width)
+                c_l = cl.reshape(n_trees * width, -1)[rows, pick].reshape(n_trees, width)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     dec = (s_l**2 / c_l + (s_tot - s_l) ** 2 / (c_tot - c_l) - s_tot**2 / c_tot) / n
                 dec = np.where(do, dec, 0.0)
                 np.add.at(tree_imp, (np.repeat(t_idx, width), bf.ravel()), dec.ravel())
-                # route the samples of split nodes to their children
-                loc = np.where(live, local, 0)
-                split_here = live & do[t_idx[None, :], loc]
-                f_s = bf[t_idx[None, :], loc]
-                go_right = np.take_along_axis(xb, f_s, axis=1) > bt[t_idx[None, :], loc]
+                # route the samples of split nodes to their children (flat gathers: one take each)
+                at = t_idx[None, :] * width + np.where(live, local, 0)  # (n, T) node of each sample
+                split_here = live & do.ravel().take(at)
+                go_right = xb_flat.take(row_base + bf.ravel().take(at)) > bt.ravel().take(at)
                 node = np.where(split_here, 2 * node + go_right, node)
                 live = split_here  # samples in nodes that stayed leaves keep their id
                 parent_split = do
@@ -490,27 +519,31 @@ class HistGradientBoosting:
             importance += tree_imp.sum(axis=0)
         total = importance.sum()
         self.feature_importances_ = importance / total if total > 0 else importance
+        self.train_decision_ = raw  # equals decision_function(x): same leaves, same sums in the same order
         return self
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Raw scores (n, T) of new points."""
         xb = apply_bins(x, self.edges_)
-        n = x.shape[0]
-        n_trees = self._feat.shape[1]
-        t_idx = np.arange(n_trees)
+        n, k = xb.shape
+        n_trees, heap = self._feat.shape[1:]
+        xb_flat, row_base = xb.ravel(), np.arange(n)[:, None] * k
         raw = np.repeat(self._init[None, :], n, axis=0)
         for m in range(self.n_estimators):
-            node = np.ones((n, n_trees), dtype=np.int64)
+            split, feat, thr = self._split[m].ravel(), self._feat[m].ravel(), self._thr[m].ravel()
+            base = np.arange(n_trees)[None, :] * heap  # flat offset of each tree's heap
+            at = np.broadcast_to(base + 1, (n, n_trees))  # (n, T) flat id of each sample's node
             for _ in range(self.max_depth):
-                split = self._split[m][t_idx[None, :], node]
-                f = self._feat[m][t_idx[None, :], node]
-                right = np.take_along_axis(xb, f, axis=1) > self._thr[m][t_idx[None, :], node]
-                node = np.where(split, 2 * node + right, node)
-            raw += self.learning_rate * self._value[m][t_idx[None, :], node]
+                right = xb_flat.take(row_base + feat.take(at)) > thr.take(at)
+                at = np.where(split.take(at), 2 * at - base + right, at)  # child 2j (+1) of heap node j
+            raw += self.learning_rate * self._value[m].ravel().take(at)
         return raw
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        raw = self.decision_function(x)
+        return self.labels(self.decision_function(x))
+
+    def labels(self, raw: np.ndarray) -> np.ndarray:
+        """Class labels of raw scores (n, T), e.g. of ``train_decision_`` (no second pass over the trees)."""
         if raw.shape[1] == 1:
             return self.classes_[(raw[:, 0] > 0).astype(np.int64)]
         return self.classes_[np.argmax(raw, axis=1)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._utils import RandomStateLike, check_codes_factors
+from ._utils import N_JOBS, RandomStateLike, check_codes_factors
 from .supervised import dci, irs, mig, modularity_explicitness, sap
 from .unsupervised import unsupervised
 
@@ -22,6 +22,7 @@ def _unsupervised(
 
 
 # name -> function(codes, factors, codes_test, factors_test, random_state, fast) -> dict
+PARALLEL = ("sap", "dci", "modularity_explicitness")  # the metrics that take n_jobs (independent fits)
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "mig": mig,
     "sap": sap,
@@ -40,6 +41,7 @@ def evaluate(
     random_state: RandomStateLike = 0,
     fast: bool = False,
     metrics: Sequence[str] | None = None,
+    n_jobs: int | None = N_JOBS,
 ) -> dict[str, float]:
     """Score codes [N, k] against factors [N, F] with every array-based metric (or ``metrics``).
 
@@ -49,7 +51,9 @@ def evaluate(
     arrays (``irs.disentanglement_scores``) are left out (call ``irs`` for them). Without test
     arrays the classifier metrics hold out the same 20% split (drawn from ``random_state``).
     ``fast=True`` selects every metric's fast mode (see their docstrings for the drift).
-    BetaVAE/FactorVAE scores need a world and are not part of this suite.
+    BetaVAE/FactorVAE scores need a world and are not part of this suite. ``n_jobs`` (default
+    ``N_JOBS`` = -1, one per core) is the number of threads for the independent fits of SAP, DCI
+    and explicitness; the values do not depend on it.
     """
     names = list(METRICS) if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
     unknown = [n for n in names if n not in METRICS]
@@ -58,7 +62,8 @@ def evaluate(
     codes, factors, codes_test, factors_test = check_codes_factors(codes, factors, codes_test, factors_test)
     out: dict[str, float] = {}
     for name in names:
-        result = METRICS[name](codes, factors, codes_test, factors_test, random_state=random_state, fast=fast)
+        extra = {"n_jobs": n_jobs} if name in PARALLEL else {}
+        result = METRICS[name](codes, factors, codes_test, factors_test, random_state=random_state, fast=fast, **extra)
         for key, value in result.items():
             if np.ndim(value) == 0:
                 out[f"{name}.{key}"] = float(value) if not isinstance(value, (int, np.integer)) else int(value)
