@@ -44,13 +44,16 @@ _MIN_SHADOW = 0.03
 class Pendulum:
     """Pendulum scenes ``[N, 3, size, size]`` in [0, 1] with their factors.
 
-    ``theta`` is uniform on ±``max_theta`` degrees and ``light`` on ±``max_light`` degrees; the
+    ``theta`` is uniform on ``theta_range`` degrees and ``light`` on ``light_range`` degrees; the
     shadow's length and position follow from the geometry plus uniform noise of ``noise`` × their
-    ranges. ``levels`` equal-width bins per factor give the discrete factors the metrics take."""
+    ranges. ``levels`` equal-width bins per factor give the discrete factors the metrics take. The
+    default ranges (pendulum and sun on one side) keep both mechanisms monotone in both causes, as
+    a linear SCM can hold them; a pendulum swinging through the vertical under a sun crossing it
+    makes the shadow's length |L sin θ + L cos θ tan φ|, which is not."""
 
     size: int = 32
-    max_theta: float = 40.0
-    max_light: float = 30.0
+    theta_range: tuple[float, float] = (5.0, 45.0)
+    light_range: tuple[float, float] = (5.0, 30.0)
     noise: float = 0.1
     levels: int = 8
     supersample: int = 4
@@ -61,9 +64,11 @@ class Pendulum:
     def __post_init__(self) -> None:
         if self.size < 16 or self.supersample < 1 or self.levels < 2:
             raise ValueError("size must be ≥ 16, supersample ≥ 1 and levels ≥ 2")
-        if not 0 < self.max_theta <= 60 or not 0 < self.max_light <= 35:
+        (t0, t1), (l0, l1) = self.theta_range, self.light_range
+        if not -60 <= t0 < t1 <= 60 or not -35 <= l0 < l1 <= 35:
             raise ValueError(
-                "max_theta must be in (0, 60] and max_light in (0, 35] degrees (the shadow stays in frame)"
+                "theta_range must lie in [-60, 60] and light_range in [-35, 35] degrees, low < high "
+                "(the shadow stays in frame)"
             )
         if not 0 <= self.noise <= 0.5:
             raise ValueError(f"noise must be in [0, 0.5], got {self.noise}")
@@ -82,12 +87,11 @@ class Pendulum:
         return np.abs(x1 - x0), (x0 + x1) / 2
 
     def _effect_ranges(self) -> tuple[np.ndarray, np.ndarray]:
-        g = np.meshgrid(
-            np.linspace(-self.max_theta, self.max_theta, 81), np.linspace(-self.max_light, self.max_light, 81)
-        )
+        (t0, t1), (l0, l1) = self.theta_range, self.light_range
+        g = np.meshgrid(np.linspace(t0, t1, 81), np.linspace(l0, l1, 81))
         length, pos = self.shadow(g[0].ravel(), g[1].ravel())
-        lo = np.array([-self.max_theta, -self.max_light, 0.0, pos.min()])
-        hi = np.array([self.max_theta, self.max_light, length.max(), pos.max()])
+        lo = np.array([t0, l0, length.min(), pos.min()])
+        hi = np.array([t1, l1, length.max(), pos.max()])
         return lo, hi
 
     def ranges(self) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +101,8 @@ class Pendulum:
     def sample_values(self, n: int, random_state: RandomState = 0) -> np.ndarray:
         """``[n, 4]`` factor values (degrees, degrees, unit lengths) drawn from the SCM."""
         rng = as_random_state(random_state)
-        theta = rng.uniform(-self.max_theta, self.max_theta, n)
-        light = rng.uniform(-self.max_light, self.max_light, n)
+        theta = rng.uniform(*self.theta_range, n)
+        light = rng.uniform(*self.light_range, n)
         length, pos = self.shadow(theta, light)
         span = self._hi - self._lo
         length = np.maximum(length + self.noise * span[2] * rng.uniform(-0.5, 0.5, n), _MIN_SHADOW)
