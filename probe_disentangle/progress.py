@@ -1,0 +1,48 @@
+"""Progress bars with an ETA for long phases: the trainer's steps, the demo's steering, interchange
+and traversal loops. One format everywhere, ``desc: 40%|████      | 4/10 [00:12<00:18, 3.0s/it]``
+(elapsed < remaining), written to stderr and only on a terminal unless a ``file`` is given, so logs
+and captured output stay clean."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
+
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, *, initial: int = 0, file: IO[str] | None = None):
+    """A tqdm bar over ``total`` units with elapsed time and ETA. ``enabled=False`` gives a silent
+    bar with the same methods (``update``, ``set_postfix``, ``close``); without ``file`` it draws
+    on stderr when stderr is a terminal."""
+    from tqdm import tqdm
+
+    if total < 0:
+        raise ValueError(f"total must be ≥ 0, got {total}")
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        bar_format=BAR_FORMAT,
+        dynamic_ncols=True,
+        leave=False,
+        file=file,
+        disable=True if not enabled else (None if file is None else False),
+        mininterval=0.5,
+    )
+
+
+def track(
+    items: Iterable[T], desc: str, enabled: bool = True, *, total: int | None = None, file: IO[str] | None = None
+) -> Iterator[T]:
+    """Iterate over ``items`` with a :func:`progress_bar` (``total`` defaults to ``len(items)``)."""
+    n = len(items) if total is None else total  # type: ignore[arg-type]
+    bar: Any = progress_bar(n, desc, enabled, file=file)
+    try:
+        for item in items:
+            yield item
+            bar.update(1)
+    finally:
+        bar.close()
