@@ -13,10 +13,19 @@ T = TypeVar("T")
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, *, initial: int = 0, file: IO[str] | None = None):
-    """A tqdm bar over ``total`` units with elapsed time and ETA. ``enabled=False`` gives a silent
-    bar with the same methods (``update``, ``set_postfix``, ``close``); without ``file`` it draws
-    on stderr when stderr is a terminal."""
+def progress_bar(
+    total: int,
+    desc: str,
+    enabled: bool = True,
+    *,
+    initial: int = 0,
+    file: IO[str] | None = None,
+    mininterval: float = 0.5,
+):
+    """A tqdm bar over ``total`` units with elapsed time and ETA, redrawn at most every
+    ``mininterval`` seconds and cleared when closed. ``enabled=False`` gives a silent bar with the
+    same methods (``update``, ``set_postfix``, ``close``); without ``file`` it draws on stderr when
+    stderr is a terminal."""
     from tqdm import tqdm
 
     if total < 0:
@@ -30,16 +39,23 @@ def progress_bar(total: int, desc: str, enabled: bool = True, *, initial: int = 
         leave=False,
         file=file,
         disable=True if not enabled else (None if file is None else False),
-        mininterval=0.5,
+        mininterval=mininterval,
+        miniters=1,
     )
 
 
 def track(
-    items: Iterable[T], desc: str, enabled: bool = True, *, total: int | None = None, file: IO[str] | None = None
+    items: Iterable[T],
+    desc: str,
+    enabled: bool = True,
+    *,
+    total: int | None = None,
+    file: IO[str] | None = None,
+    mininterval: float = 0.5,
 ) -> Iterator[T]:
     """Iterate over ``items`` with a :func:`progress_bar` (``total`` defaults to ``len(items)``)."""
     n = len(items) if total is None else total  # type: ignore[arg-type]
-    bar: Any = progress_bar(n, desc, enabled, file=file)
+    bar: Any = progress_bar(n, desc, enabled, file=file, mininterval=mininterval)
     try:
         for item in items:
             yield item

@@ -168,6 +168,18 @@ footer { margin-top: 32px; font-size: 11px; color: #777; }
 """
 
 
+def _best_latents(mi: np.ndarray, rows: Sequence[str], cols: Sequence[str]) -> Table:
+    """Per factor (a column of the heat map): the latent with the most information about it, that
+    information and the gap to the runner-up (MIG's numerator, before dividing by H(factor))."""
+    order = np.argsort(-mi, axis=0)
+    out = []
+    for j, name in enumerate(cols):
+        best = mi[order[0, j], j]
+        gap = best - mi[order[1, j], j] if mi.shape[0] > 1 else None
+        out.append((name, rows[order[0, j]], float(best), None if gap is None else float(gap)))
+    return Table("The latent read for each factor", ("factor", "latent", "MI (nats)", "gap to the next latent"), out)
+
+
 def render_report(
     title: str,
     *,
@@ -204,7 +216,12 @@ def render_report(
             "<h2>Mutual information: latents × factors</h2>"
             '<p class="note">Each cell: the mutual information (nats) between one latent, discretised in 20 bins '
             "as for MIG, and one true factor. A disentangled code has one bright cell per column.</p>"
-            + _img(image, "heat map of the mutual information between latents and factors", "heat-map")
+            + _img(
+                image,
+                f"heat map of the mutual information of latents {', '.join(rows)} × factors {', '.join(cols)}",
+                "heat-map",
+            )
+            + _table(_best_latents(mi, rows, cols))
         )
     if traversals:
         parts.append(
