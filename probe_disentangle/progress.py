@@ -5,6 +5,8 @@ and captured output stay clean."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, TypeVar
 
@@ -30,18 +32,30 @@ def progress_bar(
 
     if total < 0:
         raise ValueError(f"total must be ≥ 0, got {total}")
+    # a terminal that reports a 0 × 0 size (a bare pty) would get an empty line: draw 100 × 40 there
+    sized = _columns(file or sys.stderr) > 0
     return tqdm(
         total=total,
         initial=initial,
         desc=desc,
         bar_format=BAR_FORMAT,
-        dynamic_ncols=True,
+        dynamic_ncols=sized,
+        ncols=None if sized else 100,
+        nrows=None if sized else 40,
         leave=False,
         file=file,
         disable=True if not enabled else (None if file is None else False),
         mininterval=mininterval,
         miniters=1,
     )
+
+
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal ``stream`` writes to (0 when it reports none)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 80  # not a terminal (a file, a StringIO): tqdm's own default applies
 
 
 def track(
