@@ -28,3 +28,19 @@ def test_bar_updates_and_disabled_bar_writes_nothing():
     assert list(track([1, 2], "x", enabled=False, file=quiet)) == [1, 2] and quiet.getvalue() == ""
     with pytest.raises(ValueError, match="total must be"):
         progress_bar(-1, "x")
+
+
+def test_a_terminal_reporting_no_size_still_gets_a_bar():
+    import os
+    import pty
+
+    master, slave = pty.openpty()  # a fresh pty reports 0 columns × 0 rows
+    try:
+        assert os.get_terminal_size(slave).columns == 0
+        with os.fdopen(os.dup(slave), "w") as out:
+            assert list(track(range(2), "phase", file=out, mininterval=0)) == [0, 1]
+        text = os.read(master, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "phase: 100%" in text and "2/2" in text
