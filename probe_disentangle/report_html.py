@@ -171,7 +171,7 @@ footer { margin-top: 32px; font-size: 11px; color: #777; }
 def _best_latents(mi: np.ndarray, rows: Sequence[str], cols: Sequence[str]) -> Table:
     """Per factor (a column of the heat map): the latent with the most information about it, that
     information and the gap to the runner-up (MIG's numerator, before dividing by H(factor))."""
-    order = np.argsort(-mi, axis=0)
+    order = np.argsort(-mi, axis=0, kind="stable")  # a tie goes to the first latent, as argmax's does
     out = []
     for j, name in enumerate(cols):
         best = mi[order[0, j], j]

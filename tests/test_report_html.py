@@ -66,6 +66,13 @@ def test_page_holds_every_part_escaped_and_without_scripts():
     assert gcls == "grid" and grid.shape == (10, 22, 3) and (gw, gh) == (22 * 4, 10 * 4)
 
 
+def test_the_latent_read_for_each_factor_is_the_first_maximum():
+    mi = np.array([[0.5, 0.1], [0.9, 0.2], [0.9, 0.0]])  # factor a: a tie between z1 and z2
+    page = report_html.render_report("t", mutual_information=mi, factor_labels=["a", "b"])
+    assert "<tr><td>a</td><td>z1</td><td>0.900</td><td>0.000</td></tr>" in page
+    assert "<tr><td>b</td><td>z1</td><td>0.200</td><td>0.100</td></tr>" in page
+
+
 def test_parts_left_empty_are_left_out():
     page = report_html.render_report("only a title")
     assert "<img" not in page and "<table" not in page and "only a title" in page
