@@ -167,11 +167,11 @@ def locate(shot: np.ndarray, template: np.ndarray, taken: list[tuple[int, int, i
     return int(y), int(x), diff
 
 
-def check(page_path: Path, png: Path, tolerance: float) -> dict:
+def check(page_path: Path, png: Path, tolerance: float, height: int = HEIGHT) -> dict:
     """Screenshot the page and find each inlined image in it; returns the measurements."""
     page = page_path.read_text(encoding="utf-8")
     images = inlined_images(page)
-    seconds = screenshot(page_path, png)
+    seconds = screenshot(page_path, png, height)
     shot = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64)
     rows, boxes = [], []
     for i, im in enumerate(images):
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num", type=int, default=2000, help="sprites encoded for the sprites report")
     ap.add_argument("--tolerance", type=float, default=6.0, help="mean absolute difference allowed (grey levels)")
     ap.add_argument("--keep", default="", help="folder to keep the page and the screenshot in")
+    ap.add_argument("--height", type=int, default=HEIGHT, help="window height: a picture below it is not found")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             built = sprites_report(page, args.num)
             built["seconds"] = round(time.perf_counter() - t0, 1)
-        result = check(page, folder / "screenshot.png", args.tolerance)
+        result = check(page, folder / "screenshot.png", args.tolerance, args.height)
         if built:
             result["built"] = built
     print(f"page {result['page']}: {result['page_bytes'] / 1024:.0f} KiB, {result['script_tags']} <script> tags")
