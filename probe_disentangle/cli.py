@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, io, registry
-from .constants import DIRECTIONS_FILE, PROBE_FILE
+from .constants import DIRECTIONS_FILE, EVAL_JSON_FILE, PROBE_FILE, REPORT_TRAVERSAL_VALUES
 from .export import FORMATS
 
 
@@ -339,7 +339,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .heads import VAEHead
     from .hosts import load_host
     from .probe import Probe
-    from .steering import factor_position_activations
+    from .steering import factor_position_activations, mutual_information_matrix, principal_directions
 
     device = _device(args.device)
     host = load_host(args.model, device)
@@ -363,13 +363,24 @@ def _eval(args: argparse.Namespace) -> int:
         report["kl_per_latent"] = [round(float(v), 4) for v in kl]
         report["active_latents"] = int((kl > args.active_kl).sum())
     report["unsupervised"] = metrics.unsupervised(z.cpu().numpy(), fast=True)
+    labelled = None  # (vectors, codes, factors, factor names) where the true factors are known
     if host.world is not None and not (args.tokens or args.text):
         # the factor LM: its true factors are known where every factor is (the plan's colon / last word)
         factors, tokens = host.world.sample(args.sequences or 4000, args.seed + 1)
-        codes = probe.encode(factor_position_activations(probe.adapter, probe.hook, host.world, tokens).to(device))
-        report["supervised"] = metrics.evaluate(codes.cpu().numpy(), factors, fast=True)
+        vecs = factor_position_activations(probe.adapter, probe.hook, host.world, tokens).to(device)
+        labelled = (vecs, probe.encode(vecs).cpu().numpy(), factors, list(host.world.factor_names))
     elif args.labels:
-        report["supervised"] = _labelled_metrics(args, probe, device)
+        vecs, codes, factors = _labelled_codes(args, probe, device)
+        labelled = (vecs, codes, factors, [f"factor {j}" for j in range(factors.shape[1])])
+    if labelled is not None:
+        vecs, codes, factors, names = labelled
+        report["supervised"] = metrics.evaluate(codes, factors, fast=True)
+        report["factor_names"] = names
+        report["mutual_information"] = mutual_information_matrix(codes, factors).round(4).tolist()
+        # the baseline: as many principal directions of the same vectors as the probe has latents
+        pcs = principal_directions(vecs.float().cpu(), codes.shape[1])
+        pca_codes = ((vecs.float().cpu() - vecs.float().cpu().mean(0)) @ pcs.T).numpy()
+        report["baselines"] = {"pca": metrics.evaluate(pca_codes, factors, fast=True)}
     print(f"{args.probe} at {probe.hook} of {args.model}: {report['vectors']} vectors")
     if kl is not None:
         print(
@@ -380,19 +391,125 @@ def _eval(args: argparse.Namespace) -> int:
     print(metrics.format_table(report["unsupervised"], title="unsupervised"))
     if "supervised" in report:
         print(metrics.format_table(report["supervised"], title="against the true factors"))
-    out = Path(args.out) if args.out else Path(args.probe) / "eval.json"
+    report["traversals"] = _eval_traversals(args, host, probe, labelled, z.cpu().numpy(), kl)
+    out = Path(args.out) if args.out else Path(args.probe) / EVAL_JSON_FILE
     io.atomic_write_json(out, report)
-    print(f"wrote {out}")
+    page = _eval_html(args, report, out.with_suffix(".html"))
+    print(f"wrote {out} and {page} ({page.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 
-def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
-    """Supervised metrics from a safetensors file: tokens [N, T], factors [N, F] (integer classes)
-    and optional positions [N] (default: the last token) where each sequence's factors are read;
-    a span probe reads each sequence's span instead."""
+def _traversal_values(args: argparse.Namespace) -> list[float] | None:
+    """--traversal-values as floats, or None (then each latent's own held-out range)."""
+    if not args.traversal_values:
+        return None
+    try:
+        values = [float(v) for v in args.traversal_values.split(",")]
+    except ValueError:
+        raise ValueError(f"--traversal-values {args.traversal_values!r}: write numbers, e.g. -2,-1,0,1,2") from None
+    return values
+
+
+def _eval_traversals(args: argparse.Namespace, host, probe, labelled, z, kl) -> list[dict]:
+    """One generation per value (the same sampling seed) of each aligned latent (the one with the
+    most information about each factor; without factors the latents of highest KL), set to
+    --traversal-values or to evenly spaced values over its held-out codes."""
+    import numpy as np
+    import torch
+
+    from .hosts import generate
+    from .steering import mutual_information_matrix, sample_tokens
+
+    if args.traversal_tokens == 0:
+        return []
+    if labelled is not None:
+        _, codes, factors, names = labelled
+        best = mutual_information_matrix(codes, factors).round(4).argmax(0)  # as eval.json holds it: ties agree
+        aligned = [(int(best[j]), name) for j, name in enumerate(names)]
+    else:
+        codes = z
+        order = np.argsort(-kl) if kl is not None else np.arange(z.shape[1])
+        aligned = [(int(i), None) for i in order[:REPORT_TRAVERSAL_VALUES]]
+    given = _traversal_values(args)
+    world = host.world if not (args.tokens or args.text) else None
+    show = host.decode or (lambda seq: " ".join(str(t) for t in seq))
+    out = []
+    for latent, name in aligned:
+        values = given or np.linspace(codes[:, latent].min(), codes[:, latent].max(), REPORT_TRAVERSAL_VALUES).tolist()
+        rows = []
+        for v in values:
+            with probe.steer(edits={latent: float(v)}):
+                if world is not None:
+                    tok = world.tokenizer
+                    seq = sample_tokens(
+                        host.model, 1, tok.bos_id, tok.eos_id, tok.pad_id, world.max_length, seed=args.seed
+                    )
+                    text = tok.decode(seq[0])
+                else:
+                    start = host.bos_id if host.bos_id is not None else 0
+                    prompt = torch.tensor([[start]], dtype=torch.long)
+                    kwargs = dict(seed=args.seed, eos_id=host.eos_id, pad_id=host.pad_id)
+                    seq = generate(host.model, prompt, args.traversal_tokens, **kwargs)[0].tolist()
+                    text = show([t for t in seq[1:] if t != host.pad_id or host.eos_id is None])
+            rows.append({"value": float(v), "text": text})
+        out.append({"latent": latent, "factor": name, "samples": rows})
+    return out
+
+
+def _eval_html(args: argparse.Namespace, report: dict, path: Path) -> Path:
+    """``eval``'s report as one HTML page (report_html): the metric tables, the heat map of mutual
+    information, the traversals and the PCA baseline."""
+    import numpy as np
+
+    from .report_html import Table, Traversal, metrics_table, write_report
+
+    tables = [metrics_table(report["unsupervised"], "Without labels")]
+    if "supervised" in report:
+        tables.append(metrics_table(report["supervised"], "Against the true factors"))
+    summary = f"{args.probe} at {report['hook']} of {report['model']}: {report['vectors']} vectors."
+    if "explained_variance" in report:
+        summary += (
+            f" Explained variance {report['explained_variance']:.3f}; {report['active_latents']} of "
+            f"{len(report['kl_per_latent'])} latents active (KL > {args.active_kl})."
+        )
+        tables.append(
+            Table(
+                "KL per latent (nats)", ("latent", "KL"), [(f"z{i}", v) for i, v in enumerate(report["kl_per_latent"])]
+            )
+        )
+    baselines = []
+    for m, res in report.get("baselines", {}).items():
+        keys = [k for k, v in res.items() if isinstance(v, float)]
+        baselines.append(
+            Table(
+                f"The probe against {m} (as many components of the same vectors as the probe has latents)",
+                ("metric", "probe", m),
+                [(k, report["supervised"].get(k), res[k]) for k in keys],
+            )
+        )
+    mi = report.get("mutual_information")
+    return write_report(
+        path,
+        f"probe_disentangle eval: {args.probe}",
+        summary=summary,
+        metrics=tables,
+        mutual_information=None if mi is None else np.asarray(mi),
+        latent_labels=[] if mi is None else [f"z{i}" for i in range(len(mi))],
+        factor_labels=report.get("factor_names", []),
+        traversals=[
+            Traversal(t["latent"], t["factor"], [r["value"] for r in t["samples"]], [r["text"] for r in t["samples"]])
+            for t in report["traversals"]
+        ],
+        baselines=baselines,
+    )
+
+
+def _labelled_codes(args: argparse.Namespace, probe, device: str):
+    """(vectors, codes, factors) from a safetensors file: tokens [N, T], factors [N, F] (integer
+    classes) and optional positions [N] (default: the last token) where each sequence's factors
+    are read; a span probe reads each sequence's span instead."""
     from safetensors.torch import load_file
 
-    from . import metrics
     from .steering import sequence_vectors
 
     path = Path(args.labels)
@@ -408,8 +525,7 @@ def _labelled_metrics(args: argparse.Namespace, probe, device: str) -> dict:
     if len(tokens) != len(factors):
         raise ValueError(f"{path}: {len(tokens)} token rows but {len(factors)} factor rows")
     vecs = sequence_vectors(probe.adapter, probe.hook, tokens, t.get("positions"), args.host_batch, device)
-    codes = probe.encode(vecs)
-    return metrics.evaluate(codes.cpu().numpy(), factors.numpy(), fast=True)
+    return vecs, probe.encode(vecs).cpu().numpy(), factors.numpy()
 
 
 def _parse_edits(args: argparse.Namespace) -> dict:
@@ -691,7 +807,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", help="safetensors: tokens [N, T], factors [N, F], optional positions [N]")
     p.add_argument("--max-vectors", type=int, default=20_000)
     p.add_argument("--active-kl", type=float, default=0.1, help="a latent is active above this mean KL (nats)")
-    p.add_argument("--out", default="", help="report JSON (default PROBE/eval.json)")
+    p.add_argument("--out", default="", help="report JSON (default PROBE/eval.json); the HTML page goes beside it")
+    p.add_argument(
+        "--traversal-values",
+        default="",
+        help="comma-separated values each traversed latent is set to (default: 5 over its held-out codes)",
+    )
+    p.add_argument(
+        "--traversal-tokens",
+        type=int,
+        default=20,
+        help="tokens generated per traversal value on a host without a world (the factor LM writes whole "
+        "sentences); 0: no traversals",
+    )
     _add_data_args(p)
     p.set_defaults(fn=_eval)
     p = sub.add_parser("steer", help="generate with and without latent edits (or a traversal) from a saved probe")

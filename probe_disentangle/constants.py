@@ -30,3 +30,14 @@ SAELENS_CONFIG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
 SAELENS_SCALER_FILE = "activation_scaler.json"  # a SAELens checkpoint's activation scaling factor
 README_FILE = "README.md"  # the model card save_pretrained writes (Hugging Face hub layout); loading ignores it
+# the demo's and eval's reports (report_html.py writes the HTML one beside the JSON and markdown)
+REPORT_JSON_FILE = "report.json"
+REPORT_MD_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
+EVAL_JSON_FILE = "eval.json"  # `eval`'s default report; its HTML page takes the same stem (eval.html)
+# sizes on the HTML page: heat-map cells (pixels), how wide a small image grid is drawn at least
+# (upscaled by a whole factor, pixelated, at most REPORT_MAX_IMAGE_SCALE), values per traversal
+REPORT_HEAT_CELL = 36
+REPORT_MIN_IMAGE_WIDTH = 320
+REPORT_MAX_IMAGE_SCALE = 4
+REPORT_TRAVERSAL_VALUES = 5

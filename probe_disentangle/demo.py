@@ -1,7 +1,8 @@
 """The main job end to end, offline, on the shipped factor LM: fit a β-TCVAE probe on the
 model's plan, measure it against the true factors, steer generations, compare with baselines
-(a plain VAE head, PCA, difference of means), and write ``report.json``, ``report.md`` and the
-saved probe.
+(a plain VAE head, PCA, difference of means), and write ``report.json``, ``report.md``, ``report.html`` (the
+page people look at: :mod:`.report_html`) and the saved probe. Each phase says what it does; the
+long ones (training, steering, interchange, traversals) show a progress bar with an ETA.
 
 Where the probe reads. The shipped LM writes a plan (8 tags and a colon) and then the sentence;
 each factor sits in its own tag, so the probe reads positions 1..9 as one vector (the adapter's
@@ -30,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io, steering
+from . import io, report_html, steering
 from .adapters import attach
+from .constants import REPORT_HTML_FILE, REPORT_JSON_FILE, REPORT_MD_FILE, REPORT_TRAVERSAL_VALUES
 from .probe import Probe
+from .progress import track
 from .train import TrainConfig
 
 
@@ -143,6 +146,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         f"(positions {span[0]}..{span[1] - 1} as one vector) at {cfg.hook}"
     )
     out = Path(cfg.out)
+    n_heads = 2 + bool(cfg.joint_steps) + bool(cfg.middle_hook)
+    log(
+        f"phase 1: reading the host's activations and fitting {n_heads} heads × {cfg.restarts} restart(s) "
+        f"({cfg.steps} steps each{f', the joint head {cfg.joint_steps}' if cfg.joint_steps else ''})"
+    )
     toks = world.render(world.sample_factors(cfg.n_train, rng))
     batches = [torch.as_tensor(toks[i : i + 512]) for i in range(0, len(toks), 512)]
     # restarts are chosen on unlabelled held-out plans (reconstruction, then independence of codes)
@@ -174,6 +182,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
             middle = (p, steering.sequence_vectors(p.adapter, cfg.middle_hook, eval_tokens))
 
     probe = probes["beta_tcvae"]
+    log(f"\nphase 2: metrics of the codes of {cfg.n_eval} held-out plans against the true factors")
     codes = probe.encode(acts).numpy()
     linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
     decodable = [n for n in names if linear[n] >= 0.95]
@@ -186,6 +195,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         "linear_probe_accuracy": linear,
         "linearly_decodable_factors": decodable,
         "restarts": restarts,
+        "mutual_information": {
+            "latents": [f"z{i}" for i in range(codes.shape[1])],
+            "factors": list(names),
+            "nats": steering.mutual_information_matrix(codes, f_eval).round(4).tolist(),
+        },
     }
     log("\nmetrics of the β-TCVAE head against the true factors (held-out plans):")
     for k, v in report["metrics"].items():
@@ -205,7 +219,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         None,
     )
     results = {}
-    for m, (st, al) in steerers.items():
+    log(
+        f"\nphase 3: steering {len(factors)} factors with {len(steerers)} methods ({cfg.n_steer} generations "
+        "per value), read back by the world's parser"
+    )
+    for m, (st, al) in track(steerers.items(), "steering", cfg.progress):
         results[m] = steering.evaluate_steering(model, world, st, factors, n=cfg.n_steer, seed=cfg.seed + 1)
         if al is not None:
             for j in factors:
@@ -243,10 +261,14 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     )
 
     if cfg.n_interchange:
+        log(f"\nphase 4: interchange interventions at {cfg.hook} ({cfg.n_interchange} base/source pairs per factor)")
         report["interchange"] = _interchange(cfg, model, world, probe, acts, f_eval, "", log)
 
+    log("\nphase 5: traversals, one generation per value of each aligned latent")
     alignment = steerers["beta_tcvae"][1]
-    report["traversals"] = _gaussian_traversals(probe, model, world, alignment, codes, factors, cfg.seed + 7)
+    report["traversals"] = _gaussian_traversals(
+        probe, model, world, alignment, codes, factors, cfg.seed + 7, progress=cfg.progress
+    )
     log("\nsteered generations: each latent from low to high, the same sampling seed")
     for t in report["traversals"]:
         log(f"  latent {t['latent']} (aligned with {t['factor']}):")
@@ -269,19 +291,25 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
             for row in t["samples"]:
                 log(f"    {row['value']:>2}  {row['text']}")
     if middle is not None:
+        log(f"\nphase 6: the β-TCVAE head at the middle layer {cfg.middle_hook}")
         report["middle_layer"] = _middle_layer(cfg, model, world, *middle, f_eval, log)
         if cfg.n_interchange:
             report["interchange"].update(_interchange(cfg, model, world, *middle, f_eval, "middle_", log))
     if cfg.per_token:
+        log(f"\nphase 7: per-token heads at {cfg.per_token_hook}")
         report["per_token"] = _per_token(cfg, model, world, rng, f_eval, out, log)
 
     probe.save_pretrained(out / "probe")
     if "joint_vae" in probes:
         probes["joint_vae"].save_pretrained(out / "joint_probe")
     report["seconds"] = round(time.time() - t0, 1)
-    io.atomic_write_json(out / "report.json", report)
-    io.atomic_write_bytes(out / "report.md", _markdown(report, names).encode())
-    log(f"\nwrote {out / 'report.json'}, {out / 'report.md'} and the probe in {out / 'probe'} ({report['seconds']} s)")
+    io.atomic_write_json(out / REPORT_JSON_FILE, report)
+    io.atomic_write_bytes(out / REPORT_MD_FILE, _markdown(report, names).encode())
+    page = html_report(report, names, out / REPORT_HTML_FILE)
+    log(
+        f"\nwrote {out / REPORT_JSON_FILE}, {out / REPORT_MD_FILE}, {page} ({page.stat().st_size / 1024:.0f} KiB) "
+        f"and the probe in {out / 'probe'} ({report['seconds']} s)"
+    )
     return report
 
 
@@ -390,7 +418,7 @@ def _interchange(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, pref
     }
     out = {}
     bases = steering.base_generations(model, world, cfg.n_interchange, seed=cfg.seed + 2)  # shared by the methods
-    for m, (it, al) in methods.items():
+    for m, (it, al) in track(methods.items(), "interchange", cfg.progress):
         t = time.time()
         r = steering.evaluate_interchange(model, world, it, _steered(cfg, names), bases=bases)
         r = {"hook": hook, **r, "seconds": round(time.time() - t, 1)}
@@ -413,13 +441,21 @@ def _interchange(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, pref
 
 
 def _gaussian_traversals(
-    probe: Probe, model, world, alignment, codes, factors: Sequence[int], seed: int, n: int = 5
+    probe: Probe,
+    model,
+    world,
+    alignment,
+    codes,
+    factors: Sequence[int],
+    seed: int,
+    n: int = REPORT_TRAVERSAL_VALUES,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Per factor, its aligned latent set to ``n`` values from its lowest to its highest held-out
     code, one generation each from the same sampling seed: only that factor should change."""
     tok = world.tokenizer
     out = []
-    for j in factors:
+    for j in track(factors, "traversals", progress):
         name, i = world.factor_names[j], int(alignment[j])
         rows = []
         for v in np.linspace(codes[:, i].min(), codes[:, i].max(), n):
@@ -744,3 +780,96 @@ def _markdown(report: dict[str, Any], names) -> str:
             for n in names
         ]
     return "\n".join(lines) + "\n"
+
+
+def _steer_cell(r: dict[str, float] | None) -> str | None:
+    return None if r is None else f"{r['success']:.2f} / {r['leakage']:.2f} / {r['parse_rate']:.2f}"
+
+
+def html_report(report: dict[str, Any], names: Sequence[str], path: str | Path) -> Path:
+    """The demo's report as one self-contained HTML page (:mod:`.report_html`) at ``path``: the
+    metric table, the heat map of mutual information (latents × factors), the generated sentences
+    of each aligned latent's traversal, and the baselines' MIG and steering per factor."""
+    span, f = report["span"], report["floors"]
+    summary = (
+        f"β-TCVAE head on the plan (positions {span[0]}..{span[1] - 1} as one vector) at {report['hook']}, "
+        f"{report.get('seconds', '?')} s. Floors {'met' if f['met'] else 'NOT met'}: MIG ≥ 0.5 on every linearly "
+        f"decodable factor (min {_num(f['min_mig_on_decodable'])}); {len(f['factors_at_floor'])} factors steered "
+        f"at ≥ 90 % success, ≤ 5 % leakage, ≥ 95 % parse rate (PCA: {len(f['pca_factors_at_floor'])})."
+    )
+    traversals = [
+        report_html.Traversal(
+            t["latent"], t["factor"], [r["value"] for r in t["samples"]], [r["text"] for r in t["samples"]]
+        )
+        for t in report["traversals"]
+    ]
+    traversals += [
+        report_html.Traversal(
+            f"{t['latent']} of the joint VAE head",
+            t["factor"],
+            [r["value"] for r in t["samples"]],
+            [r["text"] for r in t["samples"]],
+        )
+        for t in report.get("joint_vae", {}).get("traversals", [])
+    ]
+    methods = {"beta_tcvae": report["steering"], **report["baselines"]}
+    migs = {"beta_tcvae": report["mig_per_factor"], **report["baseline_mig_per_factor"]}
+    overall = {"beta_tcvae": report["metrics"]["mig.discrete_mig"], **report["baseline_mig"]}
+    if "joint_vae" in report:
+        methods["joint_vae"] = report["joint_vae"]["steering"]
+        migs["joint_vae"] = report["joint_vae"]["mig_per_factor"]
+        overall["joint_vae"] = report["joint_vae"]["mig"]
+    baselines = [
+        report_html.Table(
+            "Each method: MIG and the factors steered at the floor",
+            ("method", "MIG", "factors at the floor", "of steered"),
+            [(m, overall.get(m), len(_at_floor_names(r)), len(r)) for m, r in methods.items()],
+            "vae_beta1: the same head with β = 1 from the same start; pca: the top principal directions; "
+            "diff_means: the supervised difference of class means.",
+        ),
+        report_html.Table(
+            "Per factor: linear-probe accuracy, MIG and steering (success / leakage / parse rate)",
+            ("factor", "linear probe", *(f"MIG {m}" for m in migs), *methods),
+            [
+                (
+                    n,
+                    report["linear_probe_accuracy"][n],
+                    *(m[n] for m in migs.values()),
+                    *(_steer_cell(m.get(n)) for m in methods.values()),
+                )
+                for n in names
+            ],
+        ),
+    ]
+    if report.get("interchange"):
+        baselines.append(
+            report_html.Table(
+                "Interchange interventions (RAVEL), mean over the steered factors",
+                ("method", "hook", "cause", "isolate", "disentangle", "parse rate"),
+                [
+                    (
+                        m,
+                        r["hook"],
+                        r["mean"]["cause"],
+                        r["mean"]["isolate"],
+                        r["mean"]["disentangle"],
+                        r["mean"]["parse_rate"],
+                    )
+                    for m, r in report["interchange"].items()
+                ],
+            )
+        )
+    mi = report["mutual_information"]
+    return report_html.write_report(
+        path,
+        "probe_disentangle demo report",
+        summary=summary,
+        metrics=[
+            report_html.metrics_table(report["metrics"], "β-TCVAE head against the true factors (held-out plans)")
+        ],
+        mutual_information=np.asarray(mi["nats"]),
+        latent_labels=mi["latents"],
+        factor_labels=mi["factors"],
+        traversals=traversals,
+        baselines=baselines,
+    )

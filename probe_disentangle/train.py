@@ -872,11 +872,9 @@ def _data_parallel(setting: bool | distributed.DataParallel | None, model: torch
 def _progress(cfg: TrainConfig, start: int):
     if not cfg.progress:
         return None
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    return tqdm(
-        total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None, mininterval=0.5
-    )
+    return progress_bar(cfg.steps, "train", initial=start)
 
 
 def fit(model: torch.nn.Module, data, config: TrainConfig | None = None, **overrides) -> TrainResult:

@@ -45,6 +45,16 @@ def test_fit_eval_steer_on_the_shipped_lm(tmp_path, capsys):
     assert 0 < report["explained_variance"] <= 1
     assert 0 <= report["supervised"]["mig.discrete_mig"] <= 1
     assert "against the true factors" in capsys.readouterr().out
+    # the HTML page beside eval.json: the heat map, every factor, a traversal per factor, the PCA baseline
+    from probe_disentangle.zoo import load_factor_lm
+
+    names = load_factor_lm()[1].factor_names
+    assert report["factor_names"] == list(names) and len(report["mutual_information"]) == 4
+    assert [t["factor"] for t in report["traversals"]] == list(names)
+    assert all(len(t["samples"]) == 5 for t in report["traversals"]) and "pca" in report["baselines"]
+    page = (out / "eval.html").read_text()
+    assert page.count('class="heat-map"') == 1 and page.count('class="traversal"') == len(names)
+    assert "<script" not in page and all(n in page for n in (*names, "z0", "z3", "against pca"))
 
     steer = ["steer", str(out), "factor_lm", "--prompt", "#red", "--max-new-tokens", "6", "--temperature", "0"]
     assert cli.main([*steer, "--traverse", "0", "--values=-3,3"]) == 0
@@ -93,11 +103,25 @@ def test_fit_and_eval_from_token_and_label_files(tmp_path, capsys):
     factors = torch.stack([tokens[:, -1] % 3, tokens[:, -1] % 2], 1)  # known from the last token
     save_file({"tokens": tokens, "factors": factors}, str(tmp_path / "labels.safetensors"))
     ev = ["eval", str(out), str(folder), "--tokens", str(tmp_path / "tokens.safetensors"), "--device", "cpu"]
-    assert cli.main([*ev, "--labels", str(tmp_path / "labels.safetensors")]) == 0
+    trav = ["--traversal-values=-1,0,1", "--traversal-tokens", "4"]
+    assert cli.main([*ev, "--labels", str(tmp_path / "labels.safetensors"), *trav]) == 0
     report = json.loads((out / "eval.json").read_text())
     assert report["vectors"] == 64 * 11  # BOS position excluded
     assert "mig.discrete_mig" in report["supervised"]
+    assert [t["factor"] for t in report["traversals"]] == ["factor 0", "factor 1"]
+    for t in report["traversals"]:  # 4 token ids generated per value, the latent set to each value
+        assert [r["value"] for r in t["samples"]] == [-1.0, 0.0, 1.0]
+        assert all(len(r["text"].split()) == 4 for r in t["samples"])
+    page = (out / "eval.html").read_text()
+    assert "factor 0" in page and "factor 1" in page and page.count('class="traversal"') == 2
+    # without labels: no heat map, the latents of highest KL are traversed
+    assert cli.main([*ev, *trav, "--out", str(tmp_path / "plain.json")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert len(plain["traversals"]) == 3 and {t["factor"] for t in plain["traversals"]} == {None}
+    assert 'class="heat-map"' not in (tmp_path / "plain.html").read_text()
     capsys.readouterr()
+    assert cli.main([*ev, "--traversal-values", "a,b"]) == 2
+    assert "--traversal-values" in capsys.readouterr().err
     # clear errors: no tokenizer for --text, a float token file, no data at all
     (tmp_path / "t.txt").write_text("hello\n")
     assert cli.main([*fit, "--overwrite", "--text", str(tmp_path / "t.txt")]) == 2

@@ -87,6 +87,25 @@ def test_demo_writes_a_complete_report(tmp_path):
     for folder in ("probe", "joint_probe", "per_token_probe"):
         assert (tmp_path / "demo" / folder / "probe.json").is_file(), folder
     assert any(line.startswith("floors:") for line in (s.strip() for s in lines))
+    # the phases say what they do, in order
+    phases = [s.strip().split(":")[0] for s in lines if s.strip().startswith("phase ")]
+    assert phases == [f"phase {i}" for i in range(1, 8)], phases
+    # the HTML page beside report.md: the heat map of the MI matrix, every factor, the traversals
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page.lower()
+    mi = on_disk["mutual_information"]
+    assert np.asarray(mi["nats"]).shape == (8, 8) and mi["factors"] == names
+    assert page.count('class="heat-map"') == 1 and page.count('class="traversal"') == 2 + len(joint["traversals"])
+    for text in (
+        *names,
+        "z0",
+        "z7",
+        "Baselines",
+        "diff_means",
+        "Interchange",
+        *on_disk["traversals"][0]["samples"][0]["text"].split(),
+    ):
+        assert text in page, text
 
 
 def test_the_floors_are_read_off_the_report():
