@@ -207,8 +207,9 @@ def _mig_dci(codes: np.ndarray, factors: np.ndarray, seed: int) -> dict[str, flo
 
 
 def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fit, measure and steer as the module says; writes ``report.json``, ``report.md`` and
-    ``traversals.png`` (rows: aligned latents, low → high) under ``cfg.out`` and returns the report."""
+    """Fit, measure and steer as the module says; writes ``report.json``, ``report.md``,
+    ``report.html`` (self-contained: tables, MI heat map, image traversals) and ``traversals.png``
+    (rows: aligned latents, low → high) under ``cfg.out`` and returns the report."""
     from . import Probe, viz
     from .adapters.diffusers_unet import default_window
     from .diffusion import ddim_sample
@@ -348,11 +349,67 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
             row["steering"] = res
             row["factors_at_floor"] = [n for n in chosen if _at_floor(res[n])]
         report["floors"] = _floors(report)
+    if enough:
+        from .steering import mutual_information_matrix
+
+        report["mutual_information"] = mutual_information_matrix(
+            probes["beta_tcvae"].encode(acts_v).numpy(), fac_v
+        ).tolist()
     report["seconds"] = round(time.time() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(_markdown(report, chosen))
+    _html(report, chosen, names, grid, out / "report.html")
     log(f"wrote {out / 'report.md'} ({report['seconds']} s)")
     return report
+
+
+def _html(report: dict[str, Any], chosen: Sequence[str], names: Sequence[str], grid: Tensor, path: Path) -> Path:
+    """``report.html``: the steering table, the MI heat map, one image traversal per aligned latent."""
+    from . import viz
+    from .report_html import Table, Traversal, write_report
+
+    s = report["settings"]
+    summary = (
+        f"Host {report['host']}, hook {report['hook']}, edits at t in {report['window']}; {s['steps']} DDIM steps, "
+        f"{s['fit_samples']} fit samples (valid {report['fit_valid_rate']:.2f}), {s['eval_samples']} images per "
+        f"target. {report.get('note', '')}"
+    )
+    tables = []
+    if report["rows"]:
+        cols = ["steerer", "MIG", "DCI dis."] + [f"{n} succ/leak/valid" for n in chosen] + ["at floor"]
+        rows = []
+        for name, r in report["rows"].items():
+            st = r.get("steering", {})
+            cells = [
+                f"{st[n]['success']:.2f}/{st[n]['leakage']:.2f}/{st[n]['valid_rate']:.2f}" if n in st else None
+                for n in chosen
+            ]
+            rows.append([name, r.get("mig"), r.get("dci_disentanglement"), *cells, len(r.get("factors_at_floor", []))])
+        tables.append(Table("Steering from h-space", cols, rows))
+    if report.get("decodability"):
+        cols = ["t range", "n", *names]
+        rows = [[f"{d['t_min']}–{d['t_max']}", d["n"], *[d.get(n) for n in names]] for d in report["decodability"]]
+        tables.append(Table("Linear decodability per timestep range", cols, rows))
+    tr = report["traversals"]
+    by_latent = {}
+    for f, lat in report["alignment"].items():
+        by_latent.setdefault(lat, f)
+    traversals = []
+    for i, lat in enumerate(tr["latents"]):
+        row = ((grid[i] + 1) / 2).clamp(0, 1)
+        image = viz.image_grid(row, 1, row.shape[0], pad=2, pad_value=255)
+        traversals.append(Traversal(lat, by_latent.get(lat), tr["values"][i], image=image))
+    mi = report.get("mutual_information")
+    return write_report(
+        path,
+        "probe_disentangle diffusion demo",
+        summary=summary,
+        metrics=tables,
+        mutual_information=None if mi is None else np.asarray(mi),
+        latent_labels=[f"z{i}" for i in range(len(mi))] if mi is not None else (),
+        factor_labels=names,
+        traversals=traversals,
+    )
 
 
 def _at_floor(r: dict[str, float]) -> bool:

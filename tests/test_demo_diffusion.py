@@ -38,6 +38,8 @@ def test_cli_demo_on_a_ddpm_host_writes_report_and_traversal_grid(tmp_path):
     assert (w, h) == (7 * 34, len(lat) * 34)  # 7 values per latent, 32 px + 2 px padding
     md = (out / "report.md").read_text()
     assert "not yet a sprite model" in md and "traversals.png" in md and "3 DDIM steps" in md
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and page.count("data:image/png;base64,") == len(lat)  # a grid per latent
 
 
 def test_demo_config_and_cli_refuse_mixed_hosts(tmp_path, capsys):
