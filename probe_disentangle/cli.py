@@ -149,11 +149,6 @@ def _fit_one(args: argparse.Namespace, dp) -> int:
         raise ValueError(f"--hook {dup[0]} is given twice; name each hook once")
     if len(hooks) > 1 and (args.condition or args.pairs):
         raise ValueError("--condition / --pairs fit a sequence head at one hook; pass a single --hook")
-    if len(hooks) > 1 and dp is not None:
-        raise ValueError(
-            "several --hook in one data-parallel job are not built yet (hooks across ranks): run one torchrun "
-            "job per hook, or fit them together in one process"
-        )
     out = Path(args.out)
     # one hook: --out is the probe's folder; several: --out holds a folder per hook, named by hook_folder
     outs = [out] if len(hooks) == 1 else [out / hook_folder(h) for h in hooks]
@@ -238,6 +233,8 @@ def _fit_one(args: argparse.Namespace, dp) -> int:
             init=args.init,
         )
         for h, folder in zip(hooks, outs, strict=True):
+            if h not in fitted:  # under torchrun each rank trains (and reports) the hooks it owns
+                continue
             result = fitted.results[h]
             last = ", ".join(f"{k}={v:.4g}" for k, v in result.last.items())
             print(f"fitted {what} at {h} of {args.model}: {result.step} steps; {last}")

@@ -133,7 +133,13 @@ def fit_probes(
     The host forward ends after the deepest hook still training; each store's vectors wait in a
     queue until its probe takes them, and the probe that has taken the fewest host batches steps
     next, so the queues stay within about one shuffle buffer. The host must be deterministic
-    (eval mode) for the probes to equal single-hook fits."""
+    (eval mode) for the probes to equal single-hook fits.
+
+    Under ``torchrun --nproc-per-node N`` the hooks are split over the ranks
+    (:mod:`~probe_disentangle.hooks_across_ranks`: hook i trained by rank i mod N, each rank running
+    the host on its own shard, vectors all-gathered to their owner): each probe still equals the
+    single-process one, and the returned dict holds this rank's probes only. Each hook's setup
+    (normaliser, reference vectors) re-reads the start of a pass once on every rank."""
     if not isinstance(heads, Mapping):
         raise TypeError(
             f"heads must be a dict {{hook: head config}}, got a {type(heads).__name__}; "
@@ -155,12 +161,10 @@ def fit_probes(
         folders[h] = hook_folder(h)
     train = train or TrainConfig()
     from . import distributed
+    from .train import resolve_device
 
-    if distributed.launch_env() is not None or distributed.active() is not None:
-        raise RuntimeError(
-            "fit_probes runs in one process: several hooks in one data-parallel job (hooks across ranks) are "
-            "not built yet; launch one torchrun job per hook with Probe.fit, or run fit_probes without torchrun"
-        )
+    # under torchrun: hooks across ranks (each rank trains the probes of the hooks it owns)
+    dp = distributed.init_from_env(device=resolve_device(train.device)) or distributed.DataParallel.current()
     if resume and not train.checkpoint_dir:
         raise ValueError("resume needs train.checkpoint_dir: the folder holding each probe's checkpoints")
     if out is not None and not overwrite:
@@ -182,11 +186,18 @@ def fit_probes(
             f"no probe under {train.checkpoint_dir} has a checkpoint ({LATEST_FILE}) to resume from; "
             "start without resume"
         )
-    shared = SharedForward(adapter, hooks, data)
+    if dp is None:
+        shared: SharedForward = SharedForward(adapter, hooks, data)
+        mine = list(hooks)
+    else:
+        from .hooks_across_ranks import GatheredForward
+
+        shared = GatheredForward(adapter, hooks, data, dp)
+        mine = shared.owned
     runs: list[_Run] = []
     caller_rng = _rng_state()
     try:
-        for h in hooks:
+        for h in mine:
             architecture, head_config = specs[h]
             probe = Probe(adapter, h, architecture=architecture, head_config=head_config, adapter_options=options)
             cfg = configs[h]
@@ -205,11 +216,13 @@ def fit_probes(
                 resumed[h],
                 overwrite or again,
             )
-            steps = Trainer(probe.head, cfg).fit_steps(
+            steps = Trainer(probe.head, cfg, data_parallel=False).fit_steps(
                 store, resume=True if resumed[h] else None, resume_config=resume_config
             )
             runs.append(_Run(h, probe, reference, steps, _rng_state()))
         _train_side_by_side(runs, shared, train)
+        if dp is not None:  # the forwards go on until every rank is done (an error ends this rank at once)
+            shared.close()
     finally:
         for run in runs:
             run.steps.close()  # a run left unfinished by an error elsewhere ends its own way
@@ -218,8 +231,10 @@ def fit_probes(
             torch.cuda.set_rng_state_all(caller_rng[1])
     for run in runs:
         run.probe._end_fit(run.reference)
-        if out is not None:
-            run.probe.save_pretrained(Path(out) / folders[run.hook])
+        if out is not None:  # each probe by the rank that trained it
+            from . import hub
+
+            run.probe._write_pretrained(Path(out) / folders[run.hook], hub.check_metrics(run.probe.metrics))
     return FittedProbes({r.hook: r.probe for r in runs}, {r.hook: r.result for r in runs})
 
 
