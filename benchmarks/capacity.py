@@ -10,7 +10,7 @@ and the plot (mean MIG over seeds per method against K; the spread over seeds in
 Resumable: every finished cell (method, K, seed) is written to the JSON at once and skipped by a
 rerun, so the study runs in chunks (``--max-cells`` per call) across sessions:
 
-    python benchmarks/capacity.py --out benchmarks/results/capacity            # all cells
+    python benchmarks/capacity.py --out benchmarks/studies/capacity            # all cells
     python benchmarks/capacity.py --ks 2,4,8 --seeds 0 --max-cells 3          # a chunk
     python benchmarks/capacity.py --smoke --out /tmp/cap                       # seconds
 
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results/capacity")
+    ap.add_argument("--out", default="benchmarks/studies/capacity")
     args = ap.parse_args(argv)
     if args.smoke:
         args.ks, args.seeds, args.n_train, args.n_eval, args.steps, args.hidden = "2,4", "0", 256, 200, 5, 16
