@@ -56,6 +56,10 @@ def run_cell(method: str, k: int, seed: int, args) -> dict[str, Any]:
     f_eval = world.sample_factors(args.n_eval, rng)
     x = torch.as_tensor(world.sample_observations_from_factors(f_train, rng)).float().flatten(1)
     x_eval = torch.as_tensor(world.sample_observations_from_factors(f_eval, rng)).float().flatten(1)
+    # per-pixel standardisation, as a probe's normaliser does for activations: raw [0, 1] pixels
+    # under a unit-variance Gaussian likelihood make reconstruction too weak a term (posterior collapse)
+    mean, std = x.mean(0), x.std(0).clamp_min(0.05)
+    x, x_eval = (x - mean) / std, (x_eval - mean) / std
     obj_args = dict(OBJECTIVES[method])
     if method == "beta_tcvae":
         obj_args["dataset_size"] = args.n_train
