@@ -164,6 +164,9 @@ def sample(args: argparse.Namespace) -> None:
         print(f"wrote {args.grid} ({args.sample} samples of {meta['checkpoint']})")
 
 
+VALID_FLOOR = 0.95  # share of DDIM samples the readout must accept before the host is shipped
+
+
 def export(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from sprites_ddpm_quality import measure_quality
@@ -189,6 +192,10 @@ def export(args: argparse.Namespace) -> None:
         "train": {**meta, "script": "examples/train_sprites_ddpm.py"},
         "sampling": f"DDIMScheduler from the saved DDPM scheduler config, {args.ddim_steps} steps, eta = 0",
         "quality": quality,
+        # below the floor the folder only carries the run between sessions (--init-from)
+        "status": "shipped"
+        if quality["valid_fraction"] >= VALID_FLOOR
+        else f"in training: {quality['valid_fraction']:.2f} of DDIM samples valid, below the {VALID_FLOOR} floor",
     }
     export_pipeline(model, args.export, card)
     print(json.dumps(quality, indent=1))

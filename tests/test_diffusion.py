@@ -161,3 +161,19 @@ def test_quality_benchmark_script_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", argv)
     sprites_ddpm_quality.main()
     assert "valid" in capsys.readouterr().out and json.loads(out.read_text())["samples"] == 4
+
+
+def test_the_shipped_ddpm_warns_while_it_is_still_training(tmp_path, monkeypatch):
+    from probe_disentangle import zoo
+
+    model = tiny(sample_size=8).eval()
+    export_pipeline(model, tmp_path / "z", {"status": "in training: 0.25 of DDIM samples valid"})
+    monkeypatch.setattr(zoo, "SPRITES_DDPM_DIR", tmp_path / "z")
+    with pytest.warns(UserWarning, match="in training: 0.25"):
+        zoo.load_sprites_ddpm()
+    export_pipeline(model, tmp_path / "z", {"status": "shipped"})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zoo.load_sprites_ddpm()

@@ -125,4 +125,14 @@ def load_sprites_ddpm(directory: str | Path | None = None, device: str | torch.d
             f"{folder} holds no weights yet: the sprites DDPM is still training "
             "(examples/train_sprites_ddpm.py; export a checkpoint with --export DIR and pass directory=DIR)"
         )
-    return load_ddpm_pipeline(folder, device=device, scheduler=scheduler)
+    pipe = load_ddpm_pipeline(folder, device=device, scheduler=scheduler)
+    status = pipe.card.get("status", "shipped")
+    if directory is None and status != "shipped":
+        import warnings
+
+        warnings.warn(
+            f"the shipped sprites DDPM is {status}: its samples are not yet reliably sprites "
+            "(examples/train_sprites_ddpm.py carries the run on with --init-from)",
+            stacklevel=2,
+        )
+    return pipe
