@@ -58,7 +58,7 @@ def worker(args) -> None:
     rank = 0 if dp is None else dp.rank
     report = {"rank": rank, "seconds": seconds, "forwards": counter.calls, "hooks": list(fitted)}
     (Path(args.out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
-    distributed.destroy()
+    distributed.destroy(wait=True)
 
 
 def _launch(args, procs: int, out_dir: Path) -> list[dict]:

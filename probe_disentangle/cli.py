@@ -131,9 +131,12 @@ def _fit(args: argparse.Namespace) -> int:
     # each rank running the host on its shard of the data; rank 0 alone saves and reports
     dp = distributed.init_from_env(device=_device(args.device))
     try:
-        return _fit_one(args, dp)
-    finally:
-        distributed.destroy()
+        code = _fit_one(args, dp)
+    except BaseException:
+        distributed.destroy()  # leave at once: the other ranks end when torchrun sees this one fail
+        raise
+    distributed.destroy(wait=True)
+    return code
 
 
 def _fit_one(args: argparse.Namespace, dp) -> int:

@@ -130,9 +130,14 @@ def init_from_env(
     return DataParallel(dist.get_rank(), dist.get_world_size())
 
 
-def destroy() -> None:
-    """Tear down the default process group, if one is initialised."""
+def destroy(wait: bool = False) -> None:
+    """Tear down the default process group, if one is initialised. ``wait``: first a barrier, so
+    that no rank tears its end down while another still uses it (gloo can then abort a process
+    with "terminate called without an active exception"); for a job's normal end only — a rank
+    leaving on an error must not wait for the others."""
     if dist.is_available() and dist.is_initialized():
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -168,7 +168,7 @@ def main(scenario: str, out: Path) -> None:
         tensors = dict(model.state_dict())
     if dp.is_main:
         io.atomic_write_bytes(out / f"{scenario}.safetensors", io.tensors_to_bytes(tensors))
-    distributed.destroy()
+    distributed.destroy(wait=True)
 
 
 if __name__ == "__main__":

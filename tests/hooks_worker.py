@@ -55,7 +55,7 @@ def main(out: Path) -> None:
     fitted = fit_probes(host, HEADS, batches(), train(), out=out / "probes", **FIT)
     dp = distributed.DataParallel.current()
     (out / f"rank{dp.rank}.json").write_text(json.dumps({"hooks": list(fitted), **counter}))
-    distributed.destroy()
+    distributed.destroy(wait=True)
 
 
 if __name__ == "__main__":
