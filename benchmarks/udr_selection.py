@@ -12,7 +12,8 @@ et al. report the same against supervised metrics on dSprites), and which model 
     python benchmarks/udr_selection.py --out benchmarks/studies/udr
     python benchmarks/udr_selection.py --smoke --out /tmp/udr     # seconds, for the test
 
-Writes ``udr_selection.json`` and prints the table.
+Writes ``udr_selection.json`` and ``udr_selection.png`` (MIG, DCI and UDR against β, means over
+seeds) and prints the table.
 """
 
 from __future__ import annotations
@@ -115,6 +116,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "udr_selection.json").write_text(json.dumps(report, indent=1))
+    from probe_disentangle.viz import metric_vs_beta_plot
+
+    betas = sorted({m["beta"] for m in models})
+    series = {
+        key: [float(np.mean([m[key] for m in models if m["beta"] == b])) for b in betas]
+        for key in ("mig", "dci", "udr")
+    }
+    metric_vs_beta_plot(betas, series, out / "udr_selection.png", title="MIG, DCI and UDR against beta (mean over seeds)",
+                        ylabel="score")  # fmt: skip
     print(f"K = {args.k}, β ∈ {{{args.betas}}}, {args.seeds} seeds, {args.latents} latents, {args.steps} steps")
     print("| β | seed | MIG | DCI | UDR | Gaussian TC | code MI | explained var. |\n|---|---|---|---|---|---|---|---|")
     for m in models:

@@ -24,6 +24,7 @@ def test_smoke_sweep_scores_every_model(tmp_path, capsys):
     assert all(-1.0 <= c["mig"] <= 1.0 for c in report["spearman"].values())
     assert json.loads((tmp_path / "udr_selection.json").read_text())["picks"]["udr"]["beta"] in (1.0, 8.0)
     assert "| udr |" in capsys.readouterr().out
+    assert (tmp_path / "udr_selection.png").stat().st_size > 1000
 
 
 def test_spearman_known_answers():
