@@ -191,13 +191,18 @@ class DiffusersUNetAdapter(Adapter):
         return Activations(vec, idx, cond)
 
     def edit_tensor(self, act: Tensor, fn: VectorFn) -> Tensor:
+        """``act`` with its vectors replaced by ``fn(vectors)``, in ``act``'s own memory layout: a
+        UNet block's output is often channels-last, and handing the next block the same values in
+        another layout changes its kernels' rounding (an empty edit would not be bit-identical)."""
         if self.layout == "positions":
             B, C, H, W = act.shape
-            return fn(act.permute(0, 2, 3, 1).reshape(-1, C)).reshape(B, H, W, C).permute(0, 3, 1, 2).to(act.dtype)
-        if self.layout == "pool":
+            new = fn(act.permute(0, 2, 3, 1).reshape(-1, C)).reshape(B, H, W, C).permute(0, 3, 1, 2)
+        elif self.layout == "pool":
             pooled = act.mean(dim=(2, 3))
-            return (act + (fn(pooled) - pooled)[:, :, None, None]).to(act.dtype)
-        return fn(act.reshape(act.shape[0], -1)).reshape(act.shape).to(act.dtype)
+            new = act + (fn(pooled) - pooled)[:, :, None, None]
+        else:
+            new = fn(act.reshape(act.shape[0], -1)).reshape(act.shape)
+        return torch.empty_like(act).copy_(new)
 
     # ---------------------------------------------------------------- hooks
     @property

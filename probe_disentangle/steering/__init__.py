@@ -24,6 +24,8 @@ from .diffusion import (
     WindowedAdapter,
     ddim_invert,
     evaluate_image_steering,
+    image_interchange,
+    image_interchange_scores,
     sampling_trajectories,
     window_filter,
 )
@@ -92,6 +94,8 @@ __all__ = [
     "directions_steerer",
     "ddim_invert",
     "evaluate_image_steering",
+    "image_interchange",
+    "image_interchange_scores",
     "evaluate_interchange",
     "evaluate_steering",
     "factor_entropies",

@@ -100,6 +100,9 @@ def test_probe_fits_on_trajectories_and_steers_only_inside_the_window():
     with probe.steer(u, {0: 3.0}, timesteps=(10_000, 20_000)):  # no step inside: bit-identical
         same = ddim_sample(u, scheduler(), 2, steps=5, seed=9)
     assert torch.equal(same, base)
+    with probe.steer(u, {0: ("add", 0.0)}, timesteps=(0, 999)):  # an empty edit at every step: bit-identical
+        same = ddim_sample(u, scheduler(), 2, steps=5, seed=9)
+    assert torch.equal(same, base)
     with probe.steer(u, {0: 3.0}, timesteps=(500, 999)):
         early = ddim_sample(u, scheduler(), 2, steps=5, seed=9)
     with probe.steer(u, {0: 3.0}):
@@ -198,3 +201,30 @@ def test_random_directions_are_seeded_orthonormal_and_steer_like_pca():
     target = ((acts[f0 == 1] - acts.mean(0)) @ d[2]).mean()
     assert torch.allclose(proj[:, 2], target.expand(3), atol=1e-5)
     assert torch.allclose((y - x) @ d[[0, 1, 3]].T, torch.zeros(3, 3), atol=1e-5)  # only direction 2 moved
+
+
+def test_image_interchange_with_no_latent_is_the_base_and_a_swap_reaches_the_source():
+    from probe_disentangle.steering.diffusion import image_interchange
+
+    u = unet2d()
+    _, inputs, _ = sampling_trajectories(u, scheduler(), 16, steps=5, seed=0, batch_size=8)
+    probe = Probe(u, "mid_block", head_config={"latent_dim": 3, "hidden": 32})
+    probe.fit(inputs, TrainConfig(steps=3, batch_size=8, progress=False), normalizer_vectors=64)
+    base, source, same = image_interchange(probe, u, scheduler(), [], 3, 5, (500, 999), base_seed=1, source_seed=2)
+    assert torch.equal(same, base) and torch.equal(base, ddim_sample(u, scheduler(), 3, steps=5, seed=1))
+    assert torch.equal(source, ddim_sample(u, scheduler(), 3, steps=5, seed=2))
+    _, _, swapped = image_interchange(probe, u, scheduler(), [0, 1, 2], 3, 5, (500, 999), base_seed=1, source_seed=2)
+    assert not torch.equal(swapped, base)  # every latent of the source's codes moved the base run
+    assert not u._forward_hooks and not u._forward_pre_hooks and not u.mid_block._forward_hooks
+
+
+def test_image_interchange_scores_known_answer():
+    from probe_disentangle.steering.diffusion import image_interchange_scores
+
+    # FakeReadout: factor 0 from brightness, factor 1 from red − green
+    base = torch.zeros(4, 3, 4, 4)
+    source = torch.zeros(4, 3, 4, 4) + 0.6  # brighter: factor 0 differs
+    swapped = base.clone()
+    swapped[:2] += 0.6  # two of four took the source's factor 0; none moved factor 1
+    out = image_interchange_scores(FakeReadout(), base, source, swapped, factor=0)
+    assert out == {"cause": 0.5, "isolate": 1.0, "disentangle": 0.75, "valid_pairs": 4}
