@@ -1,6 +1,6 @@
 """The diffusion demo: a probe in a sprites DDPM's h-space, measured by reading the images back.
 
-One run, one report: a β-TCVAE probe fitted without labels on the host's own DDIM sampling
+One run, one report (with RAVEL interchange scores for the probe): a β-TCVAE probe fitted without labels on the host's own DDIM sampling
 trajectories at ``mid_block`` (h-space, Kwon et al. 2023), only the early, high-noise share of
 the schedule (Asyrp's edit window), a plain VAE head (β = 1), PCA directions (Haas et al. 2023),
 random orthonormal directions (the chance row) and difference of means per factor value
@@ -349,6 +349,7 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
             row["steering"] = res
             row["factors_at_floor"] = [n for n in chosen if _at_floor(res[n])]
         report["floors"] = _floors(report)
+        report["interchange"] = _interchange(cfg, probes["beta_tcvae"], unet, sched, readout, report, chosen, window)
     if enough:
         from .steering import mutual_information_matrix
 
@@ -361,6 +362,23 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
     _html(report, chosen, names, grid, out / "report.html")
     log(f"wrote {out / 'report.md'} ({report['seconds']} s)")
     return report
+
+
+def _interchange(cfg, probe, unet, sched, readout, report, chosen, window) -> dict[str, Any]:
+    """RAVEL's Cause / Isolate per factor for the probe: its aligned latent set, at every step in
+    the window, to a source sample's (``eval_samples`` base/source pairs, seeded)."""
+    from .steering import image_interchange, image_interchange_scores
+
+    names = list(report["alignment"])
+    out: dict[str, Any] = {}
+    for n in chosen:
+        base, source, swapped = image_interchange(
+            probe, unet, sched, [report["alignment"][n]], cfg.eval_samples, cfg.steps, window,
+            base_seed=cfg.seed + 1, source_seed=cfg.seed + 2,
+        )  # fmt: skip
+        out[n] = image_interchange_scores(readout, base, source, swapped, names.index(n), TOLERANCE)
+    out["mean"] = {k: float(np.mean([out[n][k] for n in chosen])) for k in ("cause", "isolate", "disentangle")}
+    return out
 
 
 def _html(report: dict[str, Any], chosen: Sequence[str], names: Sequence[str], grid: Tensor, path: Path) -> Path:
@@ -390,6 +408,15 @@ def _html(report: dict[str, Any], chosen: Sequence[str], names: Sequence[str], g
         cols = ["t range", "n", *names]
         rows = [[f"{d['t_min']}–{d['t_max']}", d["n"], *[d.get(n) for n in names]] for d in report["decodability"]]
         tables.append(Table("Linear decodability per timestep range", cols, rows))
+    if report.get("interchange"):
+        ic = report["interchange"]
+        rows = [[n, ic[n]["cause"], ic[n]["isolate"], ic[n]["disentangle"], ic[n]["valid_pairs"]] for n in chosen]
+        rows.append(["mean", ic["mean"]["cause"], ic["mean"]["isolate"], ic["mean"]["disentangle"], None])
+        tables.append(
+            Table(
+                "RAVEL interchange (β-TCVAE probe)", ["factor", "Cause", "Isolate", "Disentangle", "valid pairs"], rows
+            )
+        )
     tr = report["traversals"]
     by_latent = {}
     for f, lat in report["alignment"].items():
@@ -473,6 +500,18 @@ def _markdown(report: dict[str, Any], names: Sequence[str]) -> str:
             f"{'met' if f['met'] else 'not met'} (MIG {f['mig']:.2f}, {f['factors_at_floor']} factors).",
             "",
         ]
+    if report.get("interchange"):
+        ic = report["interchange"]
+        lines += ["RAVEL interchange of the β-TCVAE probe (its aligned latent set to a source sample's):", ""]
+        lines += ["| factor | Cause | Isolate | Disentangle | valid pairs |", "|---|---|---|---|---|"]
+        for n in names:
+            if n in ic:
+                r = ic[n]
+                lines.append(
+                    f"| {n} | {r['cause']:.2f} | {r['isolate']:.2f} | {r['disentangle']:.2f} | {r['valid_pairs']} |"
+                )
+        m = ic["mean"]
+        lines += [f"| mean | {m['cause']:.2f} | {m['isolate']:.2f} | {m['disentangle']:.2f} | |", ""]
     if report.get("decodability"):
         dec = report["decodability"]
         lines += ["Linear decodability of each factor from h-space, per timestep range:", ""]

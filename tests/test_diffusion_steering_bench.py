@@ -57,5 +57,7 @@ def test_every_steerer_is_scored_in_one_table(tmp_path, monkeypatch, capsys):
     assert 0.0 <= report["rows"]["beta_tcvae"]["mig"] <= 1.0
     for row in report["rows"].values():
         assert set(row["steering"]) == {"shape", "pos_x", "base_valid_rate"}
+    ic = report["interchange"]
+    assert set(ic) == {"shape", "pos_x", "mean"} and 0.0 <= ic["mean"]["disentangle"] <= 1.0
     out = capsys.readouterr().out
     assert "| diff_means |" in out and "| random |" in out
