@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
+    ap.add_argument("--report-only", action="store_true", help="fit nothing: table and plot of the cells done")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", default="benchmarks/studies/capacity")
     args = ap.parse_args(argv)
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 old = state["cells"].get(key)
                 if old is not None and old["steps"] == args.steps and old["n_train"] == args.n_train:
                     continue
-                if args.max_cells and new >= args.max_cells:
+                if args.report_only or (args.max_cells and new >= args.max_cells):
                     break
                 state["cells"][key] = cell = run_cell(m, k, s, args)
                 new += 1
