@@ -1,17 +1,12 @@
 """benchmarks/capacity.py: a tiny study end to end, resumed (finished cells are not refitted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("capacity", ROOT / "benchmarks" / "capacity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("capacity")
 
 
 def test_smoke_study_writes_cells_table_and_plot_and_resumes(tmp_path, capsys):

@@ -1,19 +1,13 @@
 """benchmarks/causal_pendulum.py end to end at a tiny size (shapes and the counterfactual's known answer)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("causal_pendulum", ROOT / "benchmarks" / "causal_pendulum.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("causal_pendulum")
 
 
 def test_counterfactual_of_a_cause_moves_the_effects_by_the_mechanism():

@@ -1,21 +1,16 @@
 """benchmarks/diffusion_steering.py end to end on a small random UNet (numbers mean nothing)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_module import load_benchmark
 
 pytest.importorskip("diffusers")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("diffusion_steering", ROOT / "benchmarks" / "diffusion_steering.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("diffusion_steering")
 
 
 SMALL = [

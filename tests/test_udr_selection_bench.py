@@ -1,17 +1,12 @@
 """benchmarks/udr_selection.py at a tiny size: every model scored, the correlations and picks made."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("udr_selection", ROOT / "benchmarks" / "udr_selection.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("udr_selection")
 
 
 def test_smoke_sweep_scores_every_model(tmp_path, capsys):
