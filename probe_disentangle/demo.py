@@ -299,6 +299,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
         log(f"\nphase 7: per-token heads at {cfg.per_token_hook}")
         report["per_token"] = _per_token(cfg, model, world, rng, f_eval, out, log)
 
+    # the probe's model card states what the demo measured on it
+    probe.metrics = {k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}
     probe.save_pretrained(out / "probe")
     if "joint_vae" in probes:
         probes["joint_vae"].save_pretrained(out / "joint_probe")

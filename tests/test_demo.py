@@ -86,6 +86,9 @@ def test_demo_writes_a_complete_report(tmp_path):
         assert text in md, text
     for folder in ("probe", "joint_probe", "per_token_probe"):
         assert (tmp_path / "demo" / folder / "probe.json").is_file(), folder
+    # the shipped probe's model card carries the metrics the demo measured on it
+    card = (tmp_path / "demo" / "probe" / "README.md").read_text()
+    assert "mig.discrete_mig" in card and f"{report['metrics']['mig.discrete_mig']:.3f}"[:4] in card
     assert any(line.startswith("floors:") for line in (s.strip() for s in lines))
     # the phases say what they do, in order
     phases = [s.strip().split(":")[0] for s in lines if s.strip().startswith("phase ")]
