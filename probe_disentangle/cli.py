@@ -287,9 +287,12 @@ def _fit_sequence(args: argparse.Namespace, host, batches, out: Path) -> int:
     """``fit --condition token,position [--pairs FILE]``: a per-token prefix-code head (heads/sequence.py)."""
     from .adapters import attach
     from .constants import CONFIG_FILE
-    from .heads.sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
+    from .heads.sequence import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
+    from .steering.knobs import find_knobs
 
     _condition(args.condition or "token,position")
+    if args.restarts < 1:
+        raise ValueError(f"--restarts must be >= 1, got {args.restarts}")
     if (out / CONFIG_FILE).exists() and not args.overwrite:
         raise ValueError(f"{out} already holds a saved head; pass --overwrite to replace it or choose another --out")
     if args.span or args.categorical:
@@ -309,7 +312,6 @@ def _fit_sequence(args: argparse.Namespace, host, batches, out: Path) -> int:
         centre=centre,
         beta=4.0 if args.beta is None else args.beta,
     )
-    head = PrefixCodeHead(cfg)
     pairs = None
     if args.pairs:
         import safetensors.torch
@@ -322,13 +324,35 @@ def _fit_sequence(args: argparse.Namespace, host, batches, out: Path) -> int:
             raise ValueError(f"--pairs {args.pairs} holds {sorted(data)}; write {PAIRS_FORMAT}")
         pairs = tuple(_sequences(adapter, args.hook, [data[k]], host.pad_id) for k in ("a", "b"))
     fit = PrefixFitConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    result = fit_prefix_code(head, acts, cond, mask, fit, pairs=pairs)
-    io.save(head, out, extra={"hook": args.hook, "model": args.model, "kind": "sequence"})
+    head, rows = fit_prefix_code_restarts(cfg, acts, cond, mask, fit, restarts=args.restarts, pairs=pairs)
+    chosen = next(r for r in rows if r["chosen"])
+    codes = head.codes(acts, cond, mask)[:, -1]
+    extra = {"hook": args.hook, "model": args.model, "kind": "sequence"}
+    try:
+        knobs = find_knobs(codes, onsets=head.onsets(acts, cond, mask))
+        extra["knobs"] = knobs.to_dict()
+    except ValueError as err:  # every latent at the prior, or too few sequences: a head without knobs
+        knobs, why = None, str(err)
+    extra["restarts"] = [{"seed": r["seed"], "onset_purity": r["onset_purity"], "chosen": r["chosen"]} for r in rows]
+    io.save(head, out, extra=extra)
     what = "pair-supervised (Ada-GVAE)" if pairs else "unsupervised (β-TCVAE)"
+    choice = (
+        f"; kept seed {chosen['seed']} of {len(rows)} restarts (onset purity "
+        + ", ".join(f"{r['onset_purity']:.3f}" for r in rows)
+        + ")"
+        if len(rows) > 1
+        else ""
+    )
     print(
         f"fitted a per-token prefix-code head, {what}, {args.latents} latents, at {args.hook} of {args.model} on "
-        f"{int(mask.sum())} token vectors: {args.steps} steps, loss {result['loss']:.4g}; saved to {out}"
+        f"{int(mask.sum())} token vectors: {args.steps} steps, loss {chosen['fit']['loss']:.4g}{choice}; saved to {out}"
     )
+    if knobs is None:
+        print(f"no knobs saved ({why})")
+        return 0
+    print(f"{len(knobs)} knobs (latents grouped without labels by where they take their value):")
+    for i, (g, st) in enumerate(zip(knobs.groups, knobs.settings, strict=True)):
+        print(f"  knob {i}: latents {g}, {len(st)} settings (steer --knob {i}=S, S in 0..{len(st) - 1})")
     return 0
 
 
@@ -565,6 +589,24 @@ def _steer(args: argparse.Namespace) -> int:
         raise ValueError("the prompt is empty: pass --prompt TEXT or --prompt-ids")
     prompt = torch.tensor([ids] * args.samples, dtype=torch.long)
     runs: list[tuple[str, dict | None]] = [("unsteered", None)]
+    if args.knob or args.traverse_knob is not None:
+        knobs = _knobs_of(args.probe)
+        if args.traverse_knob is not None:
+            k = args.traverse_knob
+            if not 0 <= k < len(knobs):
+                raise ValueError(f"--traverse-knob {k}: {args.probe} has knobs 0..{len(knobs) - 1}")
+            runs += [(f"knob {k} at setting {s}", knobs.setting_codes(k, s)) for s in range(len(knobs.settings[k]))]
+        if args.knob:
+            edits = {}
+            for text in args.knob:
+                k, eq, v = text.partition("=")
+                try:
+                    edits.update(knobs.setting_codes(int(k), int(v)))
+                except ValueError:
+                    if not eq or not (k.strip().isdigit() and v.strip().isdigit()):
+                        raise ValueError(f"--knob {text!r}: write KNOB=SETTING, e.g. --knob 2=1") from None
+                    raise
+            runs.append(("knobs " + " ".join(args.knob), edits))
     if args.traverse is not None:
         values = [float(v) for v in args.values.split(",")]
         runs += [(f"z{args.traverse} = {v:+.2f}", {args.traverse: v}) for v in values]
@@ -581,7 +623,10 @@ def _steer(args: argparse.Namespace) -> int:
             )
         )
     if len(runs) == 1:
-        raise ValueError("nothing to steer: pass --set LATENT=VALUE, --add LATENT=DELTA or --traverse LATENT")
+        raise ValueError(
+            "nothing to steer: pass --set LATENT=VALUE, --add LATENT=DELTA, --traverse LATENT, --knob KNOB=SETTING "
+            "or --traverse-knob KNOB"
+        )
     show = host.decode or (lambda seq: " ".join(str(t) for t in seq))
     for label, e in runs:
         kwargs = dict(seed=args.seed, temperature=args.temperature, eos_id=host.eos_id, pad_id=host.pad_id)
@@ -616,6 +661,21 @@ def _export(args: argparse.Namespace) -> int:
         f"({out.stat().st_size:,} bytes, {where})"
     )
     return 0
+
+
+def _knobs_of(folder: str):
+    """The knobs `fit --condition` saved with a sequence head (its config.json), or a clear error."""
+    from .constants import CONFIG_FILE
+    from .steering.knobs import Knobs
+
+    path = Path(folder) / CONFIG_FILE
+    meta = json.loads(path.read_text()) if path.exists() else {}
+    if "knobs" not in meta:
+        raise ValueError(
+            f"{folder} holds no knobs: --knob and --traverse-knob need a sequence head saved by "
+            "`probe-disentangle fit --condition token,position` (use --set / --traverse for latents)"
+        )
+    return Knobs.from_dict(meta["knobs"])
 
 
 def _sequence_steerer(folder: str, host):
@@ -786,6 +846,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pairs", default="", help="pair-supervised (Ada-GVAE) sequence head: " + PAIRS_FORMAT)
     p.add_argument("--max-positions", type=int, default=None, help="sequence head: positions it can condition on")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="sequence head: fits to choose from without labels (the highest onset purity is kept)",
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1024, help="activation vectors per head step")
     p.add_argument(
@@ -831,6 +897,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--add", action="append", default=[], metavar="LATENT=DELTA", help="shift a latent (repeatable)")
     p.add_argument("--traverse", type=int, default=None, metavar="LATENT", help="one generation per --values")
     p.add_argument("--values", default="-2,-1,0,1,2")
+    p.add_argument(
+        "--knob", action="append", default=[], metavar="KNOB=SETTING", help="sequence head: put a knob at a setting"
+    )
+    p.add_argument("--traverse-knob", type=int, default=None, metavar="KNOB", help="one generation per setting")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--samples", type=int, default=1, help="generations per setting")
     p.add_argument("--temperature", type=float, default=1.0, help="0: greedy")

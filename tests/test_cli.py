@@ -231,6 +231,32 @@ def test_fit_and_steer_a_per_token_sequence_head(tmp_path, capsys):
     assert cli.main([*steer, "--add", "0=2"]) == 0
     assert cli.main([*steer, "--set", "9=1"]) == 2
     assert "out of range" in capsys.readouterr().err
+    assert cli.main([*steer, "--knob", "0=0"]) == 2  # 15 steps: every latent still at the prior, no knobs
+    assert "holds no knobs" in capsys.readouterr().err
+
+    # restarts, one kept without labels (onset purity), and the knobs saved with the head
+    out2 = tmp_path / "seq2"
+    longer = ["fit", "factor_lm", "--hook", "blocks.1.hook_resid_post", "--steps", "300", "--latents", "6"]
+    assert cli.main([*longer, "--out", str(out2), "--condition", "token,position", "--restarts", "2", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "of 2 restarts (onset purity" in printed and "knob 0: latents" in printed
+    meta = json.loads((out2 / "config.json").read_text())
+    assert [r["seed"] for r in meta["restarts"]] == [0, 1] and sum(r["chosen"] for r in meta["restarts"]) == 1
+    n_settings = len(meta["knobs"]["settings"][0])
+    steer2 = ["steer", str(out2), "factor_lm", "--prompt", "", "--max-new-tokens", "12", "--temperature", "0"]
+    assert cli.main([*steer2, "--traverse-knob", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"[knob 0 at setting {s}]" in printed for s in range(n_settings))
+    assert cli.main([*steer2, "--knob", "0=0"]) == 0
+    assert "[knobs 0=0]" in capsys.readouterr().out
+    assert cli.main([*steer2, "--knob", "0=99"]) == 2
+    assert "settings 0.." in capsys.readouterr().err
+    assert cli.main([*steer2, "--knob", "zero"]) == 2
+    assert "KNOB=SETTING" in capsys.readouterr().err
+    assert (
+        cli.main([*longer, "--out", str(tmp_path / "r0"), "--condition", "token,position", "--restarts", "0", *common])
+        == 2
+    )
 
 
 def test_fit_several_hooks_saves_a_probe_per_hook_equal_to_single_hook_fits(tmp_path, capsys):

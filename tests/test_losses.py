@@ -499,3 +499,31 @@ def test_beta_tcvae_bank_keeps_the_newest_posteriors_and_never_its_own():
         L.BetaTCVAELoss(dataset_size=1000, bank=10)
     with pytest.raises(ValueError, match="whole number"):
         L.BetaTCVAELoss(dataset_size=1000, bank=-1, latent_dim=3)
+
+
+def test_grouped_tc_counts_dependence_between_groups_only():
+    """Group size 1 is the β-TCVAE decomposition; one group holding every latent has no TC; the
+    three terms always sum to the same KL estimate; two latents that move together cost TC
+    ungrouped but not when they share a group."""
+    torch.manual_seed(0)
+    z, mu, lv = torch.randn(32, 6), torch.randn(32, 6), 0.3 * torch.randn(32, 6) - 2
+    ref = L.tc_decomposition(z, mu, lv, 1000.0, backend="dense")
+    one = L.grouped_tc_decomposition(z, mu, lv, 1000.0, 1)
+    for k in ref:
+        assert torch.allclose(ref[k], one[k], atol=1e-5), k
+    allg = L.grouped_tc_decomposition(z, mu, lv, 1000.0, 6)
+    assert abs(float(allg["tc"])) < 1e-5
+    total = sum(float(ref[k]) for k in ref)
+    for g in (2, 3, 6):
+        parts = L.grouped_tc_decomposition(z, mu, lv, 1000.0, g)
+        assert sum(float(v) for v in parts.values()) == pytest.approx(total, abs=1e-3)
+    # latents 0 and 1 equal (a plane holding one factor on its diagonal), the rest independent
+    base = torch.randn(256, 4)
+    mu2 = torch.cat([base[:, :1], base[:, :1], base[:, 1:]], 1)
+    lv2 = torch.full_like(mu2, -6.0)
+    z2 = mu2 + (0.5 * lv2).exp() * torch.randn_like(mu2)
+    flat = L.grouped_tc_decomposition(z2, mu2, lv2, 10_000.0, 1)["tc"]
+    paired = L.grouped_tc_decomposition(z2[:, :4], mu2[:, :4], lv2[:, :4], 10_000.0, 2)["tc"]
+    assert float(flat) > 1.0 and float(paired) < 0.5 * float(flat)
+    with pytest.raises(ValueError, match="group_size"):
+        L.grouped_tc_decomposition(z, mu, lv, 1000.0, 4)

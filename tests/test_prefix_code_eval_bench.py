@@ -1,27 +1,33 @@
-"""benchmarks/prefix_code_eval.py: a smoke run writes every factor's steering and interchange scores."""
+"""benchmarks/prefix_code_eval.py: a smoke run scores every restart and every baseline row on every factor."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from benchmark_module import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def test_the_prefix_code_eval_smoke_run_reports_every_factor(tmp_path, capsys):
+def test_the_middle_layer_benchmark_smoke_run_reports_every_row_and_factor(tmp_path, capsys):
     pytest.importorskip("transformer_lens")
-    spec = importlib.util.spec_from_file_location("prefix_code_eval", ROOT / "benchmarks" / "prefix_code_eval.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["prefix_code_eval"] = mod
-    spec.loader.exec_module(mod)
+    pytest.importorskip("sae_lens")
+    mod = load_benchmark("prefix_code_eval")
     out = tmp_path / "r.json"
     res = mod.main(["--smoke", "--restarts", "2", "--out", str(out)])
-    assert [r["seed"] for r in res["restarts"]] == [0, 1] and set(res["choice"]) == {"loss", "tc"}
-    saved = json.loads(out.read_text())["restarts"][1]
     names = ["animal", "colour", "size", "number", "action", "tense", "polarity", "place"]
-    assert list(saved["steering"]) == names and list(saved["interchange"]["per_factor"]) == names
-    assert saved["interchange"]["pairs"] == 4 and all(0 <= v <= 1 for v in saved["interchange"]["mean"].values())
-    assert all(len(g) >= 1 for g in saved["groups"].values()) and saved["heldout"]["loss"] > 0
-    assert "| place |" in capsys.readouterr().out
+    hook = "blocks.1.hook_resid_post"
+    saved = json.loads(out.read_text())["results"][hook]
+    assert set(saved) == {"prefix_code", "token_position_diff_means", "pca", "sae_topk"}
+    restarts = saved["prefix_code"]["restarts"]
+    assert [r["seed"] for r in restarts] == [0, 1] and sum(r["chosen"] for r in restarts) == 1
+    kept = max(restarts, key=lambda r: r["onset_purity"])  # the choice is the purest restart, no labels
+    assert kept["chosen"] and saved["prefix_code"]["chosen"]["seed"] == kept["seed"]
+    for row in (*restarts, saved["token_position_diff_means"], saved["pca"], saved["sae_topk"]):
+        ic = row["interchange"]
+        assert list(ic["per_factor"]) == names and ic["pairs"] == 4
+        assert all(0 <= v <= 1 for v in ic["mean"].values())
+    for r in restarts:
+        assert list(r["mig_first_written_knobs"]) == names and 0 <= r["dci_knobs"]["disentanglement"] <= 1
+        assert sorted(sum(r["knobs"]["groups"], [])) == sorted(set(sum(r["knobs"]["groups"], [])))
+    assert list(saved["token_position_diff_means"]["steering"]) == names
+    printed = capsys.readouterr().out
+    assert f"## {hook}" in printed and "| token_position_diff_means |" in printed and "**kept**" in printed
+    assert res["results"][hook]["pca"]["supervision"].startswith("none")

@@ -6,8 +6,9 @@ import torch
 from probe_disentangle import io
 from probe_disentangle.adapters import attach, past_length
 from probe_disentangle.heads import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
-from probe_disentangle.heads.sequence import ada_gvae_share, heldout_loss
+from probe_disentangle.heads.sequence import ada_gvae_share, fit_prefix_code_restarts, heldout_loss, onset_purity
 from probe_disentangle.steering import group_targets, prefix_codes, read_sequences, steer_sequences
+from probe_disentangle.steering.knobs import find_knobs
 
 
 def _head(**kw) -> PrefixCodeHead:
@@ -78,6 +79,8 @@ def test_config_and_input_errors_name_the_fix():
     PrefixCodeConfig(d_in=768, vocab=50257, n_pos=1024, centre="position")  # fine
     with pytest.raises(ValueError, match="centre must be one of"):
         PrefixCodeConfig(centre="token")
+    with pytest.raises(ValueError, match="group_size must divide latent_dim=12"):
+        PrefixCodeConfig(group_size=5)
     head = _head()
     acts, cond, mask = _batch()
     with pytest.raises(ValueError, match="larger n_pos"):
@@ -139,6 +142,17 @@ def test_a_label_free_fit_finds_each_factor_from_where_it_is_written():
     assert after["recon"] < 0.5 * before["recon"], (before, after)
     targets, groups = group_targets(z[:, -1], f, [2, 2])
     assert best[0] in groups[0] and best[1] in groups[1] and set(targets) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    # without labels: each factor's latent takes its value where the factor is written (its onset),
+    # and the knobs grouped by onset each hold one factor, their settings its two values
+    on = head.onsets(acts, cond, mask)
+    assert on.shape == (600, 4) and on.dtype == torch.long
+    assert (on[:, best[0]] == 2).float().mean() > 0.9 and (on[:, best[1]] == 4).float().mean() > 0.9
+    kn = find_knobs(z[:, -1], onsets=on)
+    owner = [next(i for i, g in enumerate(kn.groups) if best[j] in g) for j in range(2)]
+    assert owner[0] != owner[1]
+    a = kn.assign(z[:, -1])
+    for j in range(2):
+        assert len(kn.settings[owner[j]]) == 2 and abs(_corr(torch.as_tensor(a[:, owner[j]]).float(), f[:, j])) > 0.97
 
 
 def test_pair_training_runs_and_shares_latents():
@@ -275,3 +289,39 @@ def test_prefix_interchange_on_the_factor_lm_reads_sources_and_swaps_only_the_gr
     with pytest.raises(ValueError, match="out of range"), some(99, tokens[:2]):
         pass
     assert adapter.live_hooks == 0
+
+
+def test_onset_purity_is_the_mean_share_of_each_latents_most_common_onset(monkeypatch):
+    """Known answer: latent 0 always takes its evidence at position 2; latent 1 at 2 in half the
+    sequences and at 4 in the other half; latent 2 gets none (unused). Purity = (1 + 0.5) / 2."""
+    head = _head(latent_dim=3)
+    acts, cond, mask = _batch(B=40, T=6)
+    g = torch.Generator().manual_seed(0)
+    m = torch.zeros(40, 6, 3)
+    prec = torch.zeros(40, 6, 3)
+    m[:, :, :2] = 3 * torch.randn(40, 1, 2, generator=g)
+    prec[:, 2, 0] = 50.0
+    prec[:20, 2, 1] = 50.0
+    prec[20:, 4, 1] = 50.0
+    prec[:, 1:, :2] += 0.01  # a little evidence everywhere
+    monkeypatch.setattr(head, "evidence", lambda a, c, k: (m, prec))
+    on = head.onsets(acts, cond, mask)
+    assert (on[:, 0] == 2).all() and (on[:20, 1] == 2).all() and (on[20:, 1] == 4).all()
+    assert onset_purity(head, acts, cond, mask) == pytest.approx(0.75)
+
+
+def test_restarts_keep_the_purest_head_without_labels():
+    acts, cond, mask, _ = _toy_world(n=300)
+    cfg = PrefixCodeConfig(d_in=16, vocab=8, n_pos=8, latent_dim=4, hidden=32, emb=4, centre="position")
+    fit = PrefixFitConfig(steps=60, batch_size=256, lr=3e-3, seed=5)
+    head, rows = fit_prefix_code_restarts(cfg, acts, cond, mask, fit, restarts=3)
+    assert [r["seed"] for r in rows] == [5, 6, 7] and sum(r["chosen"] for r in rows) == 1
+    chosen = next(r for r in rows if r["chosen"])
+    assert chosen["onset_purity"] == max(r["onset_purity"] for r in rows)
+    assert onset_purity(head, acts, cond, mask) == pytest.approx(chosen["onset_purity"])
+    torch.manual_seed(chosen["seed"])  # the chosen restart is reproducible from its seed
+    again = PrefixCodeHead(cfg)
+    fit_prefix_code(again, acts, cond, mask, PrefixFitConfig(steps=60, batch_size=256, lr=3e-3, seed=chosen["seed"]))
+    assert torch.equal(again.codes(acts, cond, mask), head.codes(acts, cond, mask))
+    with pytest.raises(ValueError, match="restarts"):
+        fit_prefix_code_restarts(cfg, acts, cond, mask, fit, restarts=0)

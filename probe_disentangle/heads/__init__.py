@@ -18,7 +18,15 @@ from .common import DECODERS, AdditiveDecoder, mlp
 from .infogan import InfoGANHead, InfoGANHeadConfig
 from .joint_vae import JointVAEHead, JointVAEHeadConfig
 from .sae import SAEHead, SAEHeadConfig, SparseAutoencoder, SparseAutoencoderConfig
-from .sequence import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code, heldout_loss
+from .sequence import (
+    PrefixCodeConfig,
+    PrefixCodeHead,
+    PrefixFitConfig,
+    fit_prefix_code,
+    fit_prefix_code_restarts,
+    heldout_loss,
+    onset_purity,
+)
 from .vae import VAEHead, VAEHeadConfig
 
 __all__ = [
@@ -41,6 +49,8 @@ __all__ = [
     "VAEHeadConfig",
     "acyclicity",
     "fit_prefix_code",
+    "fit_prefix_code_restarts",
+    "onset_purity",
     "heldout_loss",
     "mlp",
     "structural_hamming_distance",

@@ -57,6 +57,7 @@ class PrefixCodeConfig:
     beta: float = 4.0  # weight of the total correlation (β-TCVAE); of the KL with pairs
     consistency: float = 1.0  # weight of KL(q_T ‖ q_t)
     recon_weight: float = 1.0  # 1/σ² of the Gaussian likelihood
+    group_size: int = 1  # TC between consecutive groups of latents, not inside one (ISA-VAE prior)
 
     def __post_init__(self) -> None:
         for name in ("d_in", "vocab", "n_pos", "latent_dim", "hidden", "emb"):
@@ -68,6 +69,10 @@ class PrefixCodeConfig:
             raise ValueError(
                 f"centre='token_position' needs a table of vocab·n_pos·d_in = "
                 f"{self.vocab * self.n_pos * self.d_in:,} floats (limit {MAX_TABLE:,}); use centre='position'"
+            )
+        if self.group_size < 1 or self.latent_dim % self.group_size:
+            raise ValueError(
+                f"PrefixCodeConfig.group_size must divide latent_dim={self.latent_dim}, got {self.group_size}"
             )
         for name in ("beta", "consistency", "recon_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
@@ -199,6 +204,15 @@ class PrefixCodeHead(nn.Module):
         Pt = 1 + P  # the prior N(0, 1) is one more expert
         return H / Pt, -Pt.log(), (P[:, -1], H[:, -1])
 
+    @torch.no_grad()
+    def onsets(self, acts: Tensor, cond: Tensor, mask: Tensor) -> Tensor:
+        """``[B, k]`` long: per sequence and latent, the position whose vector gives the latent the
+        most evidence (precision) — where the sequence tells the head that latent's value. Latents
+        that learn their value from the same token are one factor's (:func:`~probe_disentangle.
+        steering.knobs.find_knobs` groups them), found without labels."""
+        self.check(acts, cond)
+        return self.evidence(acts.float(), cond, mask)[1].argmax(1)
+
     def decode(self, z: Tensor, cond: Tensor) -> Tensor:
         tok, pos = cond[..., 0].long(), cond[..., 1].long()
         return self.decoder(torch.cat([z, self.tok_emb(tok), self.pos_emb(pos)], -1))
@@ -232,7 +246,10 @@ class PrefixCodeHead(nn.Module):
         mu, logvar, _ = self.posteriors(acts, cond, mask)
         z = _sequence_sample(mu, logvar)
         rec, cons = self._rec_and_consistency(acts, cond, mask, mu, logvar, z)
-        parts = losses.tc_decomposition(z[:, -1], mu[:, -1], logvar[:, -1], n_data)
+        if self.config.group_size > 1:
+            parts = losses.grouped_tc_decomposition(z[:, -1], mu[:, -1], logvar[:, -1], n_data, self.config.group_size)
+        else:
+            parts = losses.tc_decomposition(z[:, -1], mu[:, -1], logvar[:, -1], n_data)
         reg = cons + parts["mi"] + self.config.beta * parts["tc"] + parts["dwkl"]
         return {
             "loss": self.config.recon_weight * rec + kl_weight * reg,
@@ -372,3 +389,57 @@ def heldout_loss(
                 totals[k] = totals.get(k, 0.0) + w * float(v)
     head.train(was)
     return totals
+
+
+@torch.no_grad()
+def onset_purity(head: PrefixCodeHead, acts: Tensor, cond: Tensor, mask: Tensor, min_std: float = 0.1) -> float:
+    """A label-free restart score (higher is better): over the latents in use (sequence codes'
+    std above ``min_std``), the mean fraction of sequences whose onset
+    (:meth:`PrefixCodeHead.onsets`) is that latent's most common one. A latent that holds one
+    factor takes its value where that factor is stated; one that mixes factors stated at
+    different places takes it now here, now there. Meant for sequences that state each factor at
+    a consistent position (a template, a plan, a prompt format)."""
+    z = head.codes(acts, cond, mask)[:, -1]
+    used = (z.std(0) > min_std).nonzero().flatten()
+    if not len(used):
+        return 0.0
+    on = head.onsets(acts, cond, mask)[:, used]
+    top = torch.stack([torch.bincount(on[:, i]).max() for i in range(on.shape[1])]).float()
+    return float((top / len(on)).mean())
+
+
+def fit_prefix_code_restarts(
+    config: PrefixCodeConfig,
+    acts: Tensor,
+    cond: Tensor,
+    mask: Tensor,
+    fit: PrefixFitConfig | None = None,
+    restarts: int = 3,
+    held: tuple[Tensor, Tensor, Tensor] | None = None,
+    pairs: tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
+    keep: list[PrefixCodeHead] | None = None,
+) -> tuple[PrefixCodeHead, list[dict[str, Any]]]:
+    """Fit ``restarts`` heads (seeds ``fit.seed + r``: initial weights, batches and samples) and keep
+    the one with the highest :func:`onset_purity` on ``held`` (unlabelled sequences; default the
+    training ones), ties broken by the lower held-out objective. No factor label is used. Returns
+    the chosen head and, per restart, its seed, fit result, purity and held-out objective;
+    ``keep``: a list that receives every restart's head, in order (to score them all)."""
+    fit = fit or PrefixFitConfig()
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    held = held or (acts, cond, mask)
+    heads, rows = [], []
+    for r in range(restarts):
+        seed = fit.seed + r
+        torch.manual_seed(seed)
+        head = PrefixCodeHead(config)
+        result = fit_prefix_code(head, acts, cond, mask, PrefixFitConfig(**{**fit.__dict__, "seed": seed}), pairs)
+        heads.append(head)
+        rows.append({"seed": seed, "fit": result, "onset_purity": onset_purity(head, *held)})
+        rows[-1]["heldout"] = heldout_loss(head, *held, seed=seed)
+    pick = max(range(restarts), key=lambda i: (rows[i]["onset_purity"], -rows[i]["heldout"]["loss"]))
+    for i, row in enumerate(rows):
+        row["chosen"] = i == pick
+    if keep is not None:
+        keep.extend(heads)
+    return heads[pick], rows

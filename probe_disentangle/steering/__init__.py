@@ -2,7 +2,9 @@
 labelled activations (:mod:`.baselines`), and RAVEL-style interchange interventions scored by
 Cause / Isolate / Disentangle (:mod:`.interchange`), and SAELens sparse autoencoders as a baseline
 (:mod:`.sae`: load, train with SAELens, align and interchange), and per-token sequence heads
-read and steered on every position, KV-cached steps included (:mod:`.sequence`), and a diffusion
+read and steered on every position, KV-cached steps included (:mod:`.sequence`), their latents
+grouped into knobs without labels (:mod:`.knobs`), the supervised per-(token, position)
+difference of means (:mod:`.positionwise`), and a diffusion
 UNet's sampling steered from h-space in a timestep window, scored by reading the images back
 (:mod:`.diffusion`). Every name is re-exported here."""
 
@@ -56,6 +58,8 @@ from .interchange import (
     subspace_interchanger,
     vector_reader,
 )
+from .knobs import Knobs, find_knobs, knob_targets
+from .positionwise import TokenPositionMeans, positionwise_edit
 from .sae import (
     SparseAutoencoder,
     SparseAutoencoderConfig,
@@ -77,6 +81,11 @@ from .sequence import (
 )
 
 __all__ = [
+    "Knobs",
+    "TokenPositionMeans",
+    "find_knobs",
+    "knob_targets",
+    "positionwise_edit",
     "BaseRound",
     "CodeSteerer",
     "FeatureInterchanger",
