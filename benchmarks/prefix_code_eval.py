@@ -10,6 +10,9 @@ for every row (``--n-interchange`` base/source pairs per factor):
   Its latents are grouped into knobs without labels (``steering.knobs.find_knobs``: latents that
   take their value at the same position). Labels are used afterwards only to name knobs and
   settings and to score. Every restart is scored too, so the choice can be checked.
+- ``prefix_code_pairs`` (pair-supervised, its own row): the same head trained as Ada-GVAE on
+  pairs of sentences that differ in one factor, which one not given (``--pair-restarts`` fits,
+  the purest kept), scored the same way.
 - ``token_position_diff_means`` (supervised reference): per (token id, position) the mean vector
   of each factor value; set-to-value adds ``--strength`` × (value mean − all mean); interchange
   moves each base position from the value it is nearest to, to the source's value.
@@ -152,8 +155,8 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
     heads: list[Any] = []
     _, restarts = fit_prefix_code_restarts(cfg, acts, cond, mask, fit, args.restarts, held=held, keep=heads)
     fit_s = time.perf_counter() - t0
-    scored = []
-    for row, head in zip(restarts, heads, strict=True):
+
+    def score(head, row) -> dict[str, Any]:
         codes = head.codes(*held)
         z = codes[:, -1].numpy()
         knobs = find_knobs(z, onsets=head.onsets(*held).numpy())
@@ -186,7 +189,6 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
             "interchange": ic,
             "interchange_at_floor": at_floor(ic),
         }
-        scored.append(entry)
         m = ic["mean"]
         log(
             f"{hook} prefix_code seed {row['seed']}{' (kept)' if row['chosen'] else ''}: purity {row['onset_purity']:.3f}, "
@@ -194,12 +196,30 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
             f"{m['isolate']:.3f} D {m['disentangle']:.3f} parse {m['parse_rate']:.3f}; MIG@first raw "
             f"{np.mean(mig_raw):.3f} knobs {np.mean(mig_knob):.3f}"
         )
+        return entry
+
+    scored = [score(head, row) for row, head in zip(restarts, heads, strict=True)]
     out["prefix_code"] = {
         "supervision": "none (labels only name knobs and settings, and score)",
         "restarts": scored,
         "fit_seconds_all_restarts": round(fit_s, 1),
         "chosen": next(e for e in scored if e["chosen"]),
     }
+
+    # ---- the same head trained on pairs that differ in one unnamed factor (Ada-GVAE)
+    if args.pair_restarts:
+        fa, fb = study.one_factor_pairs(world, args.n_train, np.random.default_rng(args.seed + 3))
+        pairs = (read(fa), read(fb))
+        heads = []
+        _, prow = fit_prefix_code_restarts(
+            cfg, acts, cond, mask, fit, args.pair_restarts, held=held, pairs=pairs, keep=heads
+        )
+        kept = next(i for i, r in enumerate(prow) if r["chosen"])
+        entry = score(heads[kept], prow[kept])
+        out["prefix_code_pairs"] = {"supervision": "pairs (differ in one unnamed factor)", **entry}
+        log(
+            f"{hook} prefix_code_pairs: at floor {len(entry['interchange_at_floor'])}/8; D {entry['interchange']['mean']['disentangle']:.3f}"
+        )
 
     # ---- difference of means per (token, position): supervised
     tpm = steering.TokenPositionMeans(acts, cond, mask, f_train, sizes)
@@ -309,6 +329,11 @@ def tables(results: dict[str, Any], names: Sequence[str]) -> str:
             mig = f"{np.mean(list(e['mig_first_written_knobs'].values())):.3f} (raw {np.mean(list(e['mig_first_written'].values())):.3f})"
             dci = f"{e['dci_knobs']['disentanglement']:.2f} (raw {e['dci']['disentanglement']:.2f})"
             rows.append((label, f"none; purity {e['onset_purity']:.3f}", e, mig, dci))
+        if "prefix_code_pairs" in res:
+            e = res["prefix_code_pairs"]
+            mig = f"{np.mean(list(e['mig_first_written_knobs'].values())):.3f} (raw {np.mean(list(e['mig_first_written'].values())):.3f})"
+            dci = f"{e['dci_knobs']['disentanglement']:.2f} (raw {e['dci']['disentanglement']:.2f})"
+            rows.append(("prefix_code_pairs (Ada-GVAE)", f"pairs; purity {e['onset_purity']:.3f}", e, mig, dci))
         for key in ("token_position_diff_means", "pca", "sae_topk"):
             if key in res:
                 e = res[key]
@@ -339,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--hooks", nargs="+", default=list(HOOKS))
     ap.add_argument("--seed", type=int, default=0, help="data, first head seed, steering and interchange seeds")
     ap.add_argument("--restarts", type=int, default=3)
+    ap.add_argument("--pair-restarts", type=int, default=1, help="fits of the pair-supervised head (0: skip the row)")
     ap.add_argument("--latents", type=int, default=20)
     ap.add_argument("--group-size", type=int, default=1, help="the head's TC between groups of this many latents")
     ap.add_argument("--steps", type=int, default=5000)

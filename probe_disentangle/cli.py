@@ -62,6 +62,10 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError("--pipeline and --checkpoint name a diffusion host: add --host sprites_ddpm")
     if args.restarts < 1:
         raise ValueError(f"--restarts must be ≥ 1, got {args.restarts}")
+    if args.prefix_restarts < 1:
+        raise ValueError(f"--prefix-restarts must be ≥ 1, got {args.prefix_restarts}")
+    if args.prefix_steps < 1:
+        raise ValueError(f"--prefix-steps must be ≥ 1, got {args.prefix_steps} (--prefix-hook '' skips the head)")
     if args.n_interchange < 0:
         raise ValueError(f"--n-interchange must be ≥ 0 (0 skips the interchange evaluation), got {args.n_interchange}")
     for flag, v in (("--steps", args.steps), ("--joint-steps", args.joint_steps)):
@@ -76,6 +80,9 @@ def _demo(args: argparse.Namespace) -> int:
         restarts=args.restarts,
         middle_hook=args.middle_hook or None,
         per_token=args.per_token,
+        prefix_hook=args.prefix_hook or None,
+        prefix_steps=args.prefix_steps,
+        prefix_restarts=args.prefix_restarts,
         seed=args.seed,
         n_steer=args.n_steer,
         n_interchange=args.n_interchange,
@@ -766,9 +773,20 @@ def main(argv: list[str] | None = None) -> int:
         help="fits per head to choose from without labels (a random start needs several)",
     )
     p.add_argument(
-        "--middle-hook",
+        "--prefix-hook",
         default="blocks.2.hook_resid_post",
-        help="also fit the β-TCVAE head here and report its metrics and steering ('' to skip)",
+        help="the headline: a per-token prefix-code head here, every position edited, knobs found without labels "
+        "('' to skip)",
+    )
+    p.add_argument("--prefix-steps", type=int, default=5000, help="steps of the per-token head")
+    p.add_argument(
+        "--prefix-restarts", type=int, default=1, help="per-token head fits; the highest onset purity is kept"
+    )
+    p.add_argument(
+        "--middle-hook",
+        default="",
+        help="also fit the plan-span β-TCVAE head here (e.g. blocks.2.hook_resid_post) and report its metrics and "
+        "steering: it reads the factors there but steers none (default: skip)",
     )
     p.add_argument("--per-token", action="store_true", help="also fit per-token heads (measured at the last word)")
     p.add_argument("--n-steer", type=int, default=40, help="generated sentences per steered factor value")

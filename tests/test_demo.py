@@ -23,11 +23,17 @@ def test_demo_writes_a_complete_report(tmp_path):
         middle_n_steer=2,
         restarts=2,
         per_token=True,
+        middle_hook="blocks.2.hook_resid_post",
         per_token_steps=5,
         per_token_n_train=256,
         init_steps=20,
         steer_factors=["number", "polarity"],  # 2 values each: few generations
         n_interchange=6,
+        prefix_steps=60,
+        prefix_restarts=2,
+        prefix_n_train=300,
+        prefix_n_steer=2,
+        prefix_latents=8,
         progress=False,
     )
     lines = []
@@ -92,13 +98,33 @@ def test_demo_writes_a_complete_report(tmp_path):
     assert any(line.startswith("floors:") for line in (s.strip() for s in lines))
     # the phases say what they do, in order
     phases = [s.strip().split(":")[0] for s in lines if s.strip().startswith("phase ")]
-    assert phases == [f"phase {i}" for i in range(1, 8)], phases
+    assert phases == [f"phase {i}" for i in range(1, 9)], phases
+    # the headline: the per-token head at the middle layer, its knobs, its reference, its saved folder
+    head = on_disk["per_token_prefix_code"]
+    assert on_disk["headline"] == "per_token_prefix_code" and head["hook"] == "blocks.2.hook_resid_post"
+    assert len(head["restarts"]) == 2 and sum(r["chosen"] for r in head["restarts"]) == 1
+    chosen = next(r for r in head["restarts"] if r["chosen"])
+    assert chosen["onset_purity"] == max(r["onset_purity"] for r in head["restarts"])
+    assert set(head["steering"]) == set(head["reference_steering"]) == {"number", "polarity"}
+    for r in (head["interchange"], head["reference_interchange"]):
+        assert set(r["per_factor"]) == {"number", "polarity"} and r["pairs"] == 6
+    assert set(head["mig_first_written_knobs"]) == set(names) and all(
+        0 <= v <= 1 for v in head["mig_first_written_knobs"].values()
+    )
+    assert [t["factor"] for t in head["traversals"]] == ["number", "polarity"]
+    for t in head["traversals"]:
+        assert len(t["samples"]) == len(head["knobs"]["settings"][t["knob"]])
+    saved = json.loads((tmp_path / "demo" / "per_token_head" / "config.json").read_text())
+    assert saved["kind"] == "sequence" and saved["knobs"] == head["knobs"]
+    assert md.index("## Headline: per-token head") < md.index("## Metrics")
     # the HTML page beside report.md: the heat map of the MI matrix, every factor, the traversals
     page = (tmp_path / "demo" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page.lower()
     mi = on_disk["mutual_information"]
     assert np.asarray(mi["nats"]).shape == (8, 8) and mi["factors"] == names
-    assert page.count('class="heat-map"') == 1 and page.count('class="traversal"') == 2 + len(joint["traversals"])
+    assert page.count('class="heat-map"') == 1
+    assert page.count('class="traversal"') == 2 + len(joint["traversals"]) + len(head["traversals"])
+    assert "Headline" in page and "of the per-token head" in page
     for text in (
         *names,
         "z0",

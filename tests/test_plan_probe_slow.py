@@ -21,7 +21,8 @@ pytest.importorskip("transformer_lens")
 def test_the_demo_meets_the_floors(tmp_path, seed):
     from probe_disentangle.demo import DemoConfig, run_demo
 
-    report = run_demo(DemoConfig(out=str(tmp_path), seed=seed, progress=False, middle_hook=None), log=lambda s: None)
+    cfg = DemoConfig(out=str(tmp_path), seed=seed, progress=False, middle_hook=None, prefix_hook=None)
+    report = run_demo(cfg, log=lambda s: None)
     floors = report["floors"]
     assert report["linearly_decodable_factors"], report["linear_probe_accuracy"]
     assert floors["met"], floors

@@ -15,12 +15,14 @@ def test_the_middle_layer_benchmark_smoke_run_reports_every_row_and_factor(tmp_p
     names = ["animal", "colour", "size", "number", "action", "tense", "polarity", "place"]
     hook = "blocks.1.hook_resid_post"
     saved = json.loads(out.read_text())["results"][hook]
-    assert set(saved) == {"prefix_code", "token_position_diff_means", "pca", "sae_topk"}
+    assert set(saved) == {"prefix_code", "prefix_code_pairs", "token_position_diff_means", "pca", "sae_topk"}
+    assert saved["prefix_code_pairs"]["supervision"].startswith("pairs")
     restarts = saved["prefix_code"]["restarts"]
     assert [r["seed"] for r in restarts] == [0, 1] and sum(r["chosen"] for r in restarts) == 1
     kept = max(restarts, key=lambda r: r["onset_purity"])  # the choice is the purest restart, no labels
     assert kept["chosen"] and saved["prefix_code"]["chosen"]["seed"] == kept["seed"]
-    for row in (*restarts, saved["token_position_diff_means"], saved["pca"], saved["sae_topk"]):
+    rows = (*restarts, saved["prefix_code_pairs"], saved["token_position_diff_means"], saved["pca"], saved["sae_topk"])
+    for row in rows:
         ic = row["interchange"]
         assert list(ic["per_factor"]) == names and ic["pairs"] == 4
         assert all(0 <= v <= 1 for v in ic["mean"].values())

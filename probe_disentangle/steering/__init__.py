@@ -71,6 +71,7 @@ from .sae import (
     train_sae,
 )
 from .sequence import (
+    first_written,
     group_targets,
     prefix_codes,
     prefix_interchanger,
@@ -84,6 +85,7 @@ __all__ = [
     "Knobs",
     "TokenPositionMeans",
     "find_knobs",
+    "first_written",
     "knob_targets",
     "positionwise_edit",
     "BaseRound",

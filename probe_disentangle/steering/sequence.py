@@ -223,3 +223,21 @@ def prefix_interchanger(
             yield
 
     return interchange
+
+
+def first_written(world, factors: np.ndarray) -> np.ndarray:
+    """``[N, F]``: for each sequence and factor, the first position after a planned world's plan
+    (after BOS otherwise) whose token would differ had the factor another value — where the
+    sentence first writes the factor, the position issue 20's per-token MIG is read at."""
+    factors = np.asarray(factors)
+    base = world.render(factors)
+    start = world.num_factors + 2 if getattr(world, "plan", False) else 1  # after BOS, plan and ':'
+    out = np.full(factors.shape, base.shape[1] - 1)
+    for f, size in enumerate(world.factor_sizes):
+        for shift in range(1, size):
+            other = factors.copy()
+            other[:, f] = (other[:, f] + shift) % size
+            diff = world.render(other)[:, start:] != base[:, start:]
+            pos = np.where(diff.any(1), diff.argmax(1) + start, base.shape[1] - 1)
+            out[:, f] = np.minimum(out[:, f], pos)
+    return out
