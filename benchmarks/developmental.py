@@ -12,7 +12,10 @@ log-spaced steps (``--checkpoints-at``). At each checkpoint, on held-out sentenc
   sentence first writes the factor (the vector that must predict the factor's word from the plan);
 - the demo's probe (plan-span β-TCVAE head started from independent subspace analysis, 200 steps,
   no labels): MIG per factor, and set-to-value steering success / leakage / parse per factor
-  (``--n-steer`` generations per value).
+  (``--n-steer`` generations per value);
+- at the steps in ``--per-token-at``, the middle-layer per-token head (``heads.PrefixCodeHead`` at
+  ``--middle-hook``, one restart, knobs): factors at the interchange floor, mean Disentangle, MIG
+  at the first-written position over knobs.
 
 A factor counts as *decodable* at the first checkpoint where its plan decodability is ≥ 0.95 and
 as *steerable* at the first where the probe steers it at ≥ 0.9 success and ≤ 0.05 leakage; the
@@ -55,7 +58,7 @@ from probe_disentangle.worlds.factor_language import FactorLanguage
 from probe_disentangle.zoo import bridge_config, load_native_lm, save_native_lm
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS_AT = (25, 50, 100, 200, 350, 500, 750, 1000, 1500, 2000, 3000)
+CHECKPOINTS_AT = (5, 10, 20, 35, 50, 75, 100, 150, 200, 350, 500, 1000, 2000, 3000)
 
 
 def _recipe():
@@ -163,6 +166,8 @@ def measure(folder: Path, args, log=print) -> dict[str, Any]:
     st, _ = steering.probe_steerer(probe, plan_vecs, f_eval, sizes, strength=1.0)
     res = steering.evaluate_steering(model, world, st, list(range(len(names))), n=args.n_steer, seed=args.seed + 1)
     out["steering"] = {n: {k: res[n][k] for k in ("success", "leakage", "parse_rate")} for n in names}
+    if out["step"] in args.per_token_steps:
+        out["per_token"] = per_token(model, world, args, f_train, f_eval)
     out["seconds"] = round(time.time() - t0, 1)
     m = np.mean
     log(
@@ -172,6 +177,51 @@ def measure(folder: Path, args, log=print) -> dict[str, Any]:
         f"steered {sum(steerable(out, n) for n in names)}/8 ({out['seconds']} s)"
     )
     return out
+
+
+def per_token(model, world, args, f_train: np.ndarray, f_eval: np.ndarray) -> dict[str, Any]:
+    """The headline head at ``--middle-hook`` on this checkpoint: a prefix-code head fitted without
+    labels (one restart, ``--per-token-fit-steps``), its knobs, MIG at the first-written position
+    over knobs, and RAVEL interchange with every position edited (``--n-interchange`` pairs)."""
+    from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
+
+    names, sizes, pad = world.factor_names, list(world.factor_sizes), world.tokenizer.pad_id
+    adapter = attach(model)
+
+    def read(f):
+        t = torch.as_tensor(world.render(f)).long()
+        a = (t != pad).long()
+        a[:, 0] = 1
+        return steering.read_sequences(adapter, args.middle_hook, t, a)
+
+    train, held = read(f_train), read(f_eval)
+    cfg = PrefixCodeConfig(d_in=train[0].shape[-1], vocab=world.vocab_size, n_pos=train[0].shape[1], latent_dim=20)
+    fit = PrefixFitConfig(steps=args.per_token_fit_steps, seed=args.seed)
+    head, rows = fit_prefix_code_restarts(cfg, *train, fit, 1, held=held)
+    codes = head.codes(*held)
+    try:
+        knobs = steering.find_knobs(codes[:, -1].numpy(), onsets=head.onsets(*held).numpy())
+    except ValueError as err:  # every latent still at the prior: nothing to steer with
+        return {"onset_purity": rows[0]["onset_purity"], "knobs": 0, "error": str(err)}
+    _, groups, _ = steering.knob_targets(knobs, codes[:, -1].numpy(), f_eval, sizes)
+    fw = steering.first_written(world, f_eval)
+    rows_i = np.arange(len(f_eval))
+    mig = {
+        n: _per_factor_mig(knobs.assign(codes[rows_i, fw[:, j]].numpy()).astype(np.float64), f_eval, names)[n]
+        for j, n in enumerate(names)
+    }
+    out = {"onset_purity": rows[0]["onset_purity"], "knobs": len(knobs), "mig_knobs": mig}
+    try:
+        ic = steering.evaluate_interchange(
+            model,
+            world,
+            steering.prefix_interchanger(adapter, args.middle_hook, head, groups, pad),
+            n=args.n_interchange,
+        )
+    except ValueError as err:  # the checkpoint does not write parsable sentences yet
+        return {**out, "interchange": None, "at_floor": [], "error": str(err)}
+    at = [n for n, r in ic["per_factor"].items() if r["cause"] >= 0.9 and r["isolate"] >= 0.95]
+    return {**out, "interchange": ic, "at_floor": at}
 
 
 def steerable(row: dict[str, Any], name: str) -> bool:
@@ -202,6 +252,27 @@ def markdown(rows: list[dict[str, Any]], names: Sequence[str]) -> str:
             f"{np.mean(list(r['decodable_middle_before_word'].values())):.2f} | {np.mean(list(r['mig'].values())):.2f} | "
             f"{sum(steerable(r, n) for n in names)} of {len(names)} |"
         )
+    pt = [r for r in rows if "per_token" in r]
+    if pt:
+        lines += [
+            "",
+            "The middle-layer per-token head (blocks.2, one restart, every position edited, 100 interchange pairs per factor):",
+            "",
+            "| step | onset purity | knobs | factors at Cause ≥ 0.9, Isolate ≥ 0.95 | mean Disentangle | MIG@first (knobs) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in pt:
+            p = r["per_token"]
+            if not p["knobs"] or p.get("interchange") is None:
+                mig = f"{np.mean(list(p['mig_knobs'].values())):.3f}" if p.get("mig_knobs") else "–"
+                lines.append(
+                    f"| {r['step']} | {p['onset_purity']:.3f} | {p['knobs']} | – (no parsable base) | – | {mig} |"
+                )
+                continue
+            lines.append(
+                f"| {r['step']} | {p['onset_purity']:.3f} | {p['knobs']} | {len(p['at_floor'])} of {len(names)} | "
+                f"{p['interchange']['mean']['disentangle']:.3f} | {np.mean(list(p['mig_knobs'].values())):.3f} |"
+            )
     first = first_steps(rows, names)
     lines += [
         "",
@@ -236,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-generate", type=int, default=400)
     ap.add_argument("--n-steer", type=int, default=10, help="generations per factor value")
     ap.add_argument("--probe-steps", type=int, default=200)
+    ap.add_argument(
+        "--per-token-at",
+        default="",
+        help="checkpoint steps at which to fit and score the middle-layer per-token head too (minutes each)",
+    )
+    ap.add_argument("--per-token-fit-steps", type=int, default=5000)
+    ap.add_argument("--n-interchange", type=int, default=100, help="per-token head: interchange pairs per factor")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -247,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             1,
             5,
         )
+        args.per_token_at, args.per_token_fit_steps, args.n_interchange = "6", 30, 2
+    args.per_token_steps = {int(x) for x in args.per_token_at.split(",") if x.strip()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.checkpoints:
@@ -258,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     state = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     for folder in folders:
         key = str(folder.resolve())
-        if key not in state["rows"]:
+        row = state["rows"].get(key)
+        if row is None or (row["step"] in args.per_token_steps and "per_token" not in row):
             state["rows"][key] = measure(folder, args)
             atomic_write_json(path, state)
     rows = sorted(state["rows"].values(), key=lambda r: (r["step"], r["folder"]))

@@ -12,16 +12,18 @@ the closing note and README. Measured 2026-12-04, seed 0: see benchmarks/prefix_
 
 import numpy as np
 import pytest
-
 from benchmark_module import load_benchmark
 
 pytest.importorskip("transformer_lens")
-pytest.importorskip("sae_lens")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("hook", ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"])
 def test_the_per_token_head_meets_the_floors_at_a_middle_layer(tmp_path, hook):
+    from probe_disentangle.steering.sae import _install_tl4_shim
+
+    _install_tl4_shim()  # SAELens 6 imports transformer-lens 3 paths
+    pytest.importorskip("sae_lens")
     mod = load_benchmark("prefix_code_eval")
     res = mod.main(["--hooks", hook, "--pair-restarts", "0", "--out", str(tmp_path / "r.json")])["results"][hook]
     kept = res["prefix_code"]["chosen"]

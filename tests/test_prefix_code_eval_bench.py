@@ -8,6 +8,9 @@ from benchmark_module import load_benchmark
 
 def test_the_middle_layer_benchmark_smoke_run_reports_every_row_and_factor(tmp_path, capsys):
     pytest.importorskip("transformer_lens")
+    from probe_disentangle.steering.sae import _install_tl4_shim  # noqa: E402
+
+    _install_tl4_shim()  # SAELens 6 imports transformer-lens 3 paths
     pytest.importorskip("sae_lens")
     mod = load_benchmark("prefix_code_eval")
     out = tmp_path / "r.json"

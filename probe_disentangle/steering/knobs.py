@@ -4,9 +4,12 @@ A VAE head often spends two or three latents on one categorical factor (five val
 in a plane, say): each latent then carries much of the factor, and the metrics that ask for *one*
 latent per factor (MIG) score it as entangled although the factor is a subspace of its own,
 independent of the rest. :func:`find_knobs` recovers those subspaces from the codes alone, as
-independent subspace analysis does (Cardoso 1998; Theis 2006): latents that depend on each other
-(chance-corrected mutual information above a threshold) form one knob, and the points inside a
-knob cluster at its settings (k-means, the fewest clusters that explain the knob's variance).
+independent subspace analysis does (Cardoso 1998; Theis 2006). For a sequence head the cue is
+where each latent takes its value: latents that get their evidence from the same token in most
+sequences (their *onset*, :meth:`~probe_disentangle.heads.PrefixCodeHead.onsets`) are one knob.
+Without onsets, latents that depend on each other (chance-corrected mutual information above a
+threshold) are. The points inside a knob cluster at its settings (k-means, the fewest clusters
+that explain the knob's variance).
 
 A knob is what a user turns: :meth:`Knobs.setting_codes` gives the latents' values for a setting,
 :meth:`Knobs.assign` reads which setting a code is at (one discrete number per knob: the code a
