@@ -9,7 +9,8 @@ for every row (``--n-interchange`` base/source pairs per factor):
   highest onset purity on unlabelled held-out sentences is kept (``heads.fit_prefix_code_restarts``).
   Its latents are grouped into knobs without labels (``steering.knobs.find_knobs``: latents that
   take their value at the same position). Labels are used afterwards only to name knobs and
-  settings and to score. Every restart is scored too, so the choice can be checked.
+  settings and to score. Every restart is scored too, so the choice can be checked, and each
+  restart's UDR against the others (``metrics.udr``, Duan et al. 2020) is reported beside its purity.
 - ``prefix_code_pairs`` (pair-supervised, its own row): the same head trained as Ada-GVAE on
   pairs of sentences that differ in one factor, which one not given (``--pair-restarts`` fits,
   the purest kept), scored the same way.
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probe_disentangle import steering
+from probe_disentangle import losses, metrics, steering
 from probe_disentangle.adapters import attach
 from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
 from probe_disentangle.hosts import load_host
@@ -199,6 +200,12 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
         return entry
 
     scored = [score(head, row) for row, head in zip(restarts, heads, strict=True)]
+    if len(heads) > 1:  # UDR (Duan et al. 2020) over the restarts, another label-free score, beside purity
+        post = [head.posteriors(*held)[:2] for head in heads]
+        codes = [mu[:, -1].detach().numpy() for mu, _ in post]
+        kls = [losses.kl_normal_standard(mu[:, -1], lv[:, -1]).mean(0).detach().numpy() for mu, lv in post]
+        for entry, u in zip(scored, metrics.udr(codes, kl=kls)["model_scores"], strict=True):
+            entry["udr"] = float(u)
     out["prefix_code"] = {
         "supervision": "none (labels only name knobs and settings, and score)",
         "restarts": scored,
@@ -328,7 +335,8 @@ def tables(results: dict[str, Any], names: Sequence[str]) -> str:
             label = f"prefix_code seed {e['seed']}" + (" **kept**" if e["chosen"] else "")
             mig = f"{np.mean(list(e['mig_first_written_knobs'].values())):.3f} (raw {np.mean(list(e['mig_first_written'].values())):.3f})"
             dci = f"{e['dci_knobs']['disentanglement']:.2f} (raw {e['dci']['disentanglement']:.2f})"
-            rows.append((label, f"none; purity {e['onset_purity']:.3f}", e, mig, dci))
+            udr = f", UDR {e['udr']:.3f}" if "udr" in e else ""
+            rows.append((label, f"none; purity {e['onset_purity']:.3f}{udr}", e, mig, dci))
         if "prefix_code_pairs" in res:
             e = res["prefix_code_pairs"]
             mig = f"{np.mean(list(e['mig_first_written_knobs'].values())):.3f} (raw {np.mean(list(e['mig_first_written'].values())):.3f})"

@@ -30,6 +30,7 @@ def test_the_middle_layer_benchmark_smoke_run_reports_every_row_and_factor(tmp_p
         assert list(ic["per_factor"]) == names and ic["pairs"] == 4
         assert all(0 <= v <= 1 for v in ic["mean"].values())
     for r in restarts:
+        assert 0 <= r["udr"] <= 1  # UDR of each restart against the other
         assert list(r["mig_first_written_knobs"]) == names and 0 <= r["dci_knobs"]["disentanglement"] <= 1
         assert sorted(sum(r["knobs"]["groups"], [])) == sorted(set(sum(r["knobs"]["groups"], [])))
     assert list(saved["token_position_diff_means"]["steering"]) == names
