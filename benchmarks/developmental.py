@@ -343,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             state["rows"][key] = measure(folder, args)
             atomic_write_json(path, state)
     rows = sorted(state["rows"].values(), key=lambda r: (r["step"], r["folder"]))
-    names = list(rows[0]["decodable_plan"])
+    order = FactorLanguage(plan=True).factor_names  # the world's order (the saved JSON's keys are sorted)
+    names = [n for n in order if n in rows[0]["decodable_plan"]] or list(rows[0]["decodable_plan"])
     text = markdown(rows, names)
     (out / "developmental.md").write_text(text)
     steps = [max(r["step"], 1) for r in rows]
