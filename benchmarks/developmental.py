@@ -188,11 +188,8 @@ def per_token(model, world, args, f_train: np.ndarray, f_eval: np.ndarray) -> di
     names, sizes, pad = world.factor_names, list(world.factor_sizes), world.tokenizer.pad_id
     adapter = attach(model)
 
-    def read(f):
-        t = torch.as_tensor(world.render(f)).long()
-        a = (t != pad).long()
-        a[:, 0] = 1
-        return steering.read_sequences(adapter, args.middle_hook, t, a)
+    def read(f: np.ndarray):
+        return steering.read_world_sequences(adapter, args.middle_hook, world, f)
 
     train, held = read(f_train), read(f_eval)
     cfg = PrefixCodeConfig(d_in=train[0].shape[-1], vocab=world.vocab_size, n_pos=train[0].shape[1], latent_dim=20)

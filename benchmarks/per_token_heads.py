@@ -122,21 +122,7 @@ def collect(adapter: Adapter, hook: str, world, factors: np.ndarray) -> TokenDat
     return TokenData(tokens, np.asarray(factors), acts, mask)
 
 
-def first_written(world, factors: np.ndarray) -> np.ndarray:
-    """``[N, F]``: for each sentence and factor, the first position after the plan whose token would
-    differ had the factor another value (where the sentence first writes the factor)."""
-    factors = np.asarray(factors)
-    base = world.render(factors)
-    start = world.num_factors + 2 if getattr(world, "plan", False) else 1  # after BOS, plan and ':'
-    out = np.full(factors.shape, base.shape[1] - 1)
-    for f, size in enumerate(world.factor_sizes):
-        for shift in range(1, size):
-            other = factors.copy()
-            other[:, f] = (other[:, f] + shift) % size
-            diff = world.render(other)[:, start:] != base[:, start:]
-            pos = np.where(diff.any(1), diff.argmax(1) + start, base.shape[1] - 1)
-            out[:, f] = np.minimum(out[:, f], pos)
-    return out
+first_written = steering.first_written  # where each sentence first writes each factor (library code now)
 
 
 def one_factor_pairs(world, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -130,10 +130,7 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
 
     def read(f: np.ndarray):
-        t = torch.as_tensor(world.render(f)).long()
-        a = (t != pad).long()
-        a[:, 0] = 1
-        return steering.read_sequences(adapter, hook, t, a)
+        return steering.read_world_sequences(adapter, hook, world, f)
 
     f_train, f_eval = world.sample_factors(args.n_train, rng), world.sample_factors(args.n_eval, rng)
     train, held = read(f_train), read(f_eval)

@@ -103,10 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
 
     def read(f: np.ndarray):
-        t = torch.as_tensor(world.render(f)).long()
-        a = (t != pad).long()
-        a[:, 0] = 1
-        return steering.read_sequences(adapter, args.hook, t, a)
+        return steering.read_world_sequences(adapter, args.hook, world, f)
 
     f_train, f_eval = world.sample_factors(args.n_train, rng), world.sample_factors(args.n_eval, rng)
     train, held = read(f_train), read(f_eval)

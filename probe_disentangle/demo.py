@@ -556,10 +556,7 @@ def _prefix_headline(cfg: DemoConfig, model, world, rng, f_eval, out: Path, log)
     hook, adapter = cfg.prefix_hook, attach(model)
 
     def read(f: np.ndarray):
-        t = torch.as_tensor(world.render(f)).long()
-        a = (t != pad).long()
-        a[:, 0] = 1
-        return steering.read_sequences(adapter, hook, t, a)
+        return steering.read_world_sequences(adapter, hook, world, f)
 
     f_train = world.sample_factors(cfg.prefix_n_train, rng)
     train, held = read(f_train), read(f_eval)

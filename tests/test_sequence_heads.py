@@ -325,3 +325,32 @@ def test_restarts_keep_the_purest_head_without_labels():
     assert torch.equal(again.codes(acts, cond, mask), head.codes(acts, cond, mask))
     with pytest.raises(ValueError, match="restarts"):
         fit_prefix_code_restarts(cfg, acts, cond, mask, fit, restarts=0)
+
+
+def test_read_world_sequences_renders_masks_padding_and_matches_read_sequences():
+    pytest.importorskip("transformer_lens")
+    import numpy as np
+
+    from probe_disentangle.hosts import load_host
+    from probe_disentangle.steering import first_written, read_world_sequences
+
+    host = load_host("factor_lm")
+    model, world = host.model, host.world
+    adapter, hook = attach(model), "blocks.1.hook_resid_post"
+    f = world.sample_factors(30, np.random.default_rng(0))
+    acts, cond, mask = read_world_sequences(adapter, hook, world, f)
+    tokens = torch.as_tensor(world.render(f)).long()
+    attn = (tokens != world.tokenizer.pad_id).long()
+    ref = read_sequences(adapter, hook, tokens, attn)
+    assert torch.equal(acts, ref[0]) and torch.equal(cond, ref[1]) and torch.equal(mask, ref[2])
+    assert not mask[:, 0].any() and not mask[tokens == world.tokenizer.pad_id].any()
+    fw = first_written(world, f)  # the first sentence position some other value of the factor would change
+    start = world.num_factors + 2  # after BOS, the plan's tags and ':'
+    for j, size in enumerate(world.factor_sizes):
+        changed = np.zeros(tokens.shape, dtype=bool)
+        for shift in range(1, size):
+            other = f.copy()
+            other[:, j] = (other[:, j] + shift) % size
+            changed |= world.render(other) != world.render(f)
+        for i in range(len(f)):
+            assert changed[i, fw[i, j]] and not changed[i, start : fw[i, j]].any(), (i, j)

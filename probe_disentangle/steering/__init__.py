@@ -77,6 +77,7 @@ from .sequence import (
     prefix_interchanger,
     prefix_steerer,
     read_sequences,
+    read_world_sequences,
     source_codes,
     steer_sequences,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "first_written",
     "knob_targets",
     "positionwise_edit",
+    "read_world_sequences",
     "BaseRound",
     "CodeSteerer",
     "FeatureInterchanger",

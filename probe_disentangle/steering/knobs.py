@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ..isa import _discrete_mi as _mi
+
 __all__ = ["Knobs", "co_onset", "find_knobs", "knob_targets", "latent_dependence"]
 
 
@@ -126,15 +128,6 @@ def _levels(x: np.ndarray, tolerance: float, max_levels: int = 12, iters: int = 
         if ((x - c[labels]) ** 2).sum() <= tolerance * total:
             break
     return np.unique(labels, return_inverse=True)[1]
-
-
-def _mi(a: np.ndarray, b: np.ndarray) -> float:
-    joint = np.zeros((a.max() + 1, b.max() + 1))
-    np.add.at(joint, (a, b), 1.0)
-    joint /= joint.sum()
-    pa, pb = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
-    nz = joint > 0
-    return float((joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum())
 
 
 def _entropy(a: np.ndarray) -> float:

@@ -53,6 +53,17 @@ def read_sequences(
     return torch.cat(acts), torch.cat(conds), mask
 
 
+def read_world_sequences(
+    adapter: Adapter, hook: str, world, factors: np.ndarray, batch: int = 256
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`read_sequences` of a world's sentences for ``factors [N, F]``: rendered, padding
+    masked out (BOS kept in the attention mask, left out of the head's mask)."""
+    tokens = torch.as_tensor(world.render(np.asarray(factors))).long()
+    attn = (tokens != world.tokenizer.pad_id).long()
+    attn[:, 0] = 1
+    return read_sequences(adapter, hook, tokens, attn, batch=batch)
+
+
 def _edit_fn(edits: Mapping[int, Any] | Callable[[Tensor], Tensor], k: int) -> Callable[[Tensor], Tensor]:
     """``{latent: value}`` sets, ``{latent: ("add", delta)}`` shifts (checked by the probe's own
     :func:`~probe_disentangle.probe.check_edits`); a function of the codes is used as is."""
