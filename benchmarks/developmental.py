@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +54,7 @@ from probe_disentangle.io import atomic_write_json
 from probe_disentangle.train import TrainConfig
 from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.factor_language import FactorLanguage
-from probe_disentangle.zoo import bridge_config, load_native_lm, save_native_lm
+from probe_disentangle.zoo import load_native_lm, save_native_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS_AT = (5, 10, 20, 35, 50, 75, 100, 150, 200, 350, 500, 1000, 2000, 3000)
@@ -70,44 +69,25 @@ def _recipe():
 
 
 def train(out: Path, at: Sequence[int], seed: int, batch_size: int = 128, lr: float = 2e-3, log=print) -> list[Path]:
-    """Train the factor LM for ``max(at)`` steps with the shipped recipe, saving a checkpoint at
-    each step in ``at`` (``out/step_NNNNN``). Returns the checkpoint folders."""
-    from transformer_lens import TransformerBridge
-
+    """Train the factor LM for ``max(at)`` steps with the shipped recipe
+    (``examples/train_factor_lm.py``'s ``train_lm``), saving a checkpoint at each step in ``at``
+    (``out/step_NNNNN``). Returns the checkpoint folders."""
     folders = [out / f"step_{s:05d}" for s in at]
     if all((f / "config.json").is_file() for f in folders):
         return folders
     recipe = _recipe()
-    torch.manual_seed(seed)
     world = FactorLanguage(plan=True)
-    tokens = torch.from_numpy(world.render(world.all_factors()))
-    fields = recipe.model_fields(world.vocab_size, int(tokens.shape[1]), seed)
-    model = TransformerBridge.boot_native(bridge_config(fields))
+    fields = recipe.model_fields(world.vocab_size, int(world.render(world.all_factors()[:1]).shape[1]), seed)
     steps = max(at)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
-    )
-    g = torch.Generator().manual_seed(seed)
-    pad = world.tokenizer.pad_id
-    t0 = time.time()
-    model.train()
-    for step in range(1, steps + 1):
-        x = tokens[torch.randint(0, tokens.shape[0], (batch_size,), generator=g)]
-        logits = model(x[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), ignore_index=pad)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+
+    def save(step: int, model, loss: float) -> None:
         if step in at:
-            model.eval()
             extra = {"vocab": world.tokenizer.vocab, "world": "factor_language", "plan": True, "step": step}
-            extra["train"] = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "loss": loss.item()}
+            extra["train"] = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "loss": loss}
             save_native_lm(model, out / f"step_{step:05d}", fields, extra)
-            model.train()
-            log(f"checkpoint step {step}: loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+            log(f"checkpoint step {step}: loss {loss:.4f}")
+
+    recipe.train_lm(world, steps, batch_size, lr, seed, on_step=save, log=lambda m: None)
     return folders
 
 

@@ -60,6 +60,51 @@ def evaluate(model, world: FactorLanguage, n: int = 2000, seed: int = 1) -> dict
     return report
 
 
+def train_lm(
+    world: FactorLanguage,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    on_step=None,
+    log=print,
+):
+    """The shipped recipe: a native TransformerBridge (:func:`model_fields`) trained on every
+    sentence of ``world`` with AdamW, 200 warm-up steps then a cosine decay over ``steps``.
+    ``on_step(step, model, loss)`` is called after each optimiser step (1-based; the model in
+    train mode). Returns ``(model in eval mode, fields, last loss, seconds)``."""
+    from transformer_lens import TransformerBridge
+
+    torch.manual_seed(seed)
+    tokens = torch.from_numpy(world.render(world.all_factors()))  # (22500, T) every sentence once
+    fields = model_fields(world.vocab_size, int(tokens.shape[1]), seed)
+    model = TransformerBridge.boot_native(bridge_config(fields))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    g = torch.Generator().manual_seed(seed)
+    pad = world.tokenizer.pad_id
+    t0 = time.time()
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, tokens.shape[0], (batch_size,), generator=g)
+        x = tokens[idx]
+        logits = model(x[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), ignore_index=pad)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if on_step is not None:
+            on_step(step + 1, model, loss.item())
+        if step % 250 == 0 or step == steps - 1:
+            log(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - t0:.0f}s")
+    model.eval()
+    return model, fields, loss.item(), time.time() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000)
@@ -69,41 +114,17 @@ def main() -> None:
     ap.add_argument("--no-plan", dest="plan", action="store_false", help="train on sentences without the plan prefix")
     ap.add_argument("--out", default=str(FACTOR_LM_DIR))
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    from transformer_lens import TransformerBridge
-
     world = FactorLanguage(plan=args.plan)
-    tokens = torch.from_numpy(world.render(world.all_factors()))  # (22500, T) every sentence once
-    fields = model_fields(world.vocab_size, int(tokens.shape[1]), args.seed)
-    model = TransformerBridge.boot_native(bridge_config(fields))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))
+    model, fields, loss, seconds = train_lm(
+        world, args.steps, args.batch_size, args.lr, args.seed, log=lambda m: print(m, flush=True)
     )
-    g = torch.Generator().manual_seed(args.seed)
-    pad = world.tokenizer.pad_id
-    t0 = time.time()
-    model.train()
-    for step in range(args.steps):
-        idx = torch.randint(0, tokens.shape[0], (args.batch_size,), generator=g)
-        x = tokens[idx]
-        logits = model(x[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), ignore_index=pad)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 250 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - t0:.0f}s", flush=True)
-    model.eval()
     report = evaluate(model, world)
     print(json.dumps(report, indent=1))
     extra = {
         "vocab": world.tokenizer.vocab,
         "world": "factor_language",
         "plan": world.plan,
-        "train": {**vars(args), "final_loss": loss.item(), "seconds": round(time.time() - t0, 1)},
+        "train": {**vars(args), "final_loss": loss, "seconds": round(seconds, 1)},
         "eval": report,
     }
     save_native_lm(model, args.out, fields, extra)
