@@ -367,16 +367,16 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
 def _interchange(cfg, probe, unet, sched, readout, report, chosen, window) -> dict[str, Any]:
     """RAVEL's Cause / Isolate per factor for the probe: its aligned latent set, at every step in
     the window, to a source sample's (``eval_samples`` base/source pairs, seeded)."""
-    from .steering import image_interchange, image_interchange_scores
+    from .steering import image_interchange_scores, image_interchanges
 
     names = list(report["alignment"])
     out: dict[str, Any] = {}
+    base, source, swapped = image_interchanges(  # the base and source runs are drawn once for every factor
+        probe, unet, sched, {n: [report["alignment"][n]] for n in chosen}, cfg.eval_samples, cfg.steps, window,
+        base_seed=cfg.seed + 1, source_seed=cfg.seed + 2,
+    )  # fmt: skip
     for n in chosen:
-        base, source, swapped = image_interchange(
-            probe, unet, sched, [report["alignment"][n]], cfg.eval_samples, cfg.steps, window,
-            base_seed=cfg.seed + 1, source_seed=cfg.seed + 2,
-        )  # fmt: skip
-        out[n] = image_interchange_scores(readout, base, source, swapped, names.index(n), TOLERANCE)
+        out[n] = image_interchange_scores(readout, base, source, swapped[n], names.index(n), TOLERANCE)
     out["mean"] = {k: float(np.mean([out[n][k] for n in chosen])) for k in ("cause", "isolate", "disentangle")}
     return out
 

@@ -28,6 +28,7 @@ from .diffusion import (
     evaluate_image_steering,
     image_interchange,
     image_interchange_scores,
+    image_interchanges,
     sampling_trajectories,
     window_filter,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "evaluate_image_steering",
     "image_interchange",
     "image_interchange_scores",
+    "image_interchanges",
     "evaluate_interchange",
     "evaluate_steering",
     "factor_entropies",

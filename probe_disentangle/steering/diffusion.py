@@ -203,6 +203,37 @@ def evaluate_image_steering(
 
 
 @torch.no_grad()
+def _recorded_sampling(probe: Any, unet: nn.Module, scheduler: Any, num: int, steps: int, window, seed: int):
+    """DDIM samples (noise from ``seed``) and the probe's codes at every UNet forward in ``window``."""
+    from ..diffusion import ddim_sample
+
+    adapter, recorded = probe.adapter, []
+
+    def record(act: Tensor, t: Tensor) -> None:  # reads the codes, leaves the forward untouched
+        if window is None or bool(((t >= window[0]) & (t <= window[1])).all()):
+            adapter.edit_tensor(act, lambda v: recorded.append(probe.encode(v)) or v)
+
+    with adapter.hook(probe.hook, record, with_timesteps=True):
+        images = ddim_sample(unet, scheduler, num, steps=steps, seed=seed, batch_size=max(1, num))
+    return images, recorded
+
+
+def _swapped_sampling(probe, unet, scheduler, latents, recorded, num: int, steps: int, window, seed: int) -> Tensor:
+    """The samples from ``seed`` again, ``latents`` of the codes at each forward in ``window`` set to
+    ``recorded``'s at the same step, row by row (a' = a + dec(z') − dec(z))."""
+    from ..diffusion import ddim_sample
+
+    lat, step = [int(i) for i in latents], [0]
+
+    def swap(v: Tensor) -> Tensor:
+        src = recorded[step[0]]
+        step[0] += 1
+        return probe.edit_vectors(v, {i: src[:, i] for i in lat})
+
+    with probe.adapter.edit(probe.hook, swap, window=window):
+        return ddim_sample(unet, scheduler, num, steps=steps, seed=seed, batch_size=max(1, num))
+
+
 def image_interchange(
     probe: Any,
     unet: nn.Module,
@@ -219,28 +250,36 @@ def image_interchange(
     with the probe's codes recorded at every UNet forward in ``window``; the base samples (noise
     from ``base_seed``) are then drawn again with ``latents`` of the codes at each such forward set
     to the source's at the same step, row by row (a' = a + dec(z') − dec(z)). With no latents the
-    interchanged images are the base images, bit for bit."""
+    interchanged images are the base images, bit for bit. For several factors on the same pairs,
+    :func:`image_interchanges` draws the base and source once."""
+    base, source, swapped = image_interchanges(
+        probe, unet, scheduler, {0: latents}, num, steps, window, base_seed, source_seed
+    )
+    return base, source, swapped[0]
+
+
+def image_interchanges(
+    probe: Any,
+    unet: nn.Module,
+    scheduler: Any,
+    latents: Mapping[Any, Sequence[int]],
+    num: int,
+    steps: int,
+    window: tuple[float, float] | None,
+    base_seed: int,
+    source_seed: int,
+) -> tuple[Tensor, Tensor, dict[Any, Tensor]]:
+    """:func:`image_interchange` for several factors on the same base/source pairs: the source
+    (with its codes) and the base are sampled once, then one interchanged run per entry of
+    ``latents`` (``{factor: latents}``): 2 + F sampling runs instead of 3·F."""
     from ..diffusion import ddim_sample
 
-    adapter, hook, lat = probe.adapter, probe.hook, [int(i) for i in latents]
-    recorded: list[Tensor] = []
-
-    def record(act: Tensor, t: Tensor) -> None:  # reads the codes, leaves the forward untouched
-        if window is None or bool(((t >= window[0]) & (t <= window[1])).all()):
-            adapter.edit_tensor(act, lambda v: recorded.append(probe.encode(v)) or v)
-
-    with adapter.hook(hook, record, with_timesteps=True):
-        source = ddim_sample(unet, scheduler, num, steps=steps, seed=source_seed, batch_size=max(1, num))
+    source, recorded = _recorded_sampling(probe, unet, scheduler, num, steps, window, source_seed)
     base = ddim_sample(unet, scheduler, num, steps=steps, seed=base_seed, batch_size=max(1, num))
-    step = [0]
-
-    def swap(v: Tensor) -> Tensor:
-        src = recorded[step[0]]
-        step[0] += 1
-        return probe.edit_vectors(v, {i: src[:, i] for i in lat})
-
-    with adapter.edit(hook, swap, window=window):
-        swapped = ddim_sample(unet, scheduler, num, steps=steps, seed=base_seed, batch_size=max(1, num))
+    swapped = {
+        key: _swapped_sampling(probe, unet, scheduler, lat, recorded, num, steps, window, base_seed)
+        for key, lat in latents.items()
+    }
     return base, source, swapped
 
 

@@ -216,6 +216,14 @@ def test_image_interchange_with_no_latent_is_the_base_and_a_swap_reaches_the_sou
     _, _, swapped = image_interchange(probe, u, scheduler(), [0, 1, 2], 3, 5, (500, 999), base_seed=1, source_seed=2)
     assert not torch.equal(swapped, base)  # every latent of the source's codes moved the base run
     assert not u._forward_hooks and not u._forward_pre_hooks and not u.mid_block._forward_hooks
+    # several factors on the same pairs: base and source drawn once, each swap equal to its own call
+    from probe_disentangle.steering.diffusion import image_interchanges
+
+    b2, s2, many = image_interchanges(probe, u, scheduler(), {"a": [0], "b": [1, 2]}, 3, 5, (500, 999), 1, 2)
+    assert torch.equal(b2, base) and torch.equal(s2, source) and set(many) == {"a", "b"}
+    for key, lat in (("a", [0]), ("b", [1, 2])):
+        one = image_interchange(probe, u, scheduler(), lat, 3, 5, (500, 999), base_seed=1, source_seed=2)[2]
+        assert torch.equal(many[key], one), key
 
 
 def test_image_interchange_scores_known_answer():
