@@ -232,9 +232,7 @@ def fit_probes(
     for run in runs:
         run.probe._end_fit(run.reference)
         if out is not None:  # each probe by the rank that trained it
-            from . import hub
-
-            run.probe._write_pretrained(Path(out) / folders[run.hook], hub.check_metrics(run.probe.metrics))
+            run.probe.save_pretrained(Path(out) / folders[run.hook], local=True)
     return FittedProbes({r.hook: r.probe for r in runs}, {r.hook: r.result for r in runs})
 
 

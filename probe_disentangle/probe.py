@@ -658,7 +658,7 @@ class Probe:
             yield self
 
     # ---------------------------------------------------------------- persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, local: bool = False) -> Path:
         """Write the head (config.json + safetensors), the probe's hook and normaliser, the
         directions as a plain safetensors steering-vector file usable without this package, and a
         ``README.md`` model card (:func:`~probe_disentangle.hub.model_card`: hook, host, head and
@@ -668,10 +668,14 @@ class Probe:
         All or nothing (:func:`io.atomic_folder`): a kill at any moment leaves the previous save
         or this one, whole. ``probe.json`` lists every file with its SHA-256 and what the probe
         holds (normaliser, reference codes); loading checks both, so parts of two saves never
-        load together. In a data-parallel job rank 0 alone writes; the others wait until it has."""
+        load together. In a data-parallel job rank 0 alone writes; the others wait until it has.
+        ``local=True``: this process writes its own probe now, whatever the job (a probe that lives
+        on one rank only, as :func:`~probe_disentangle.multi_hook.fit_probes` spreads them)."""
         self._require_head()
         metrics = hub.check_metrics(self.metrics)
         directory = Path(directory)
+        if local:
+            return self._write_pretrained(directory, metrics)
         dp = distributed.DataParallel.current()
         if dp is not None and not dp.is_main:
             distributed.barrier(dp)

@@ -184,3 +184,20 @@ def test_a_tampered_probe_file_names_probe_json(probe, tiny_bridge, tmp_path):
     with pytest.raises(ValueError, match=r"probe\.safetensors.*checksum in probe\.json") as err:
         Probe.from_pretrained(tmp_path / "p", tiny_bridge)
     assert "config.json" not in str(err.value)
+
+
+def test_save_pretrained_in_a_data_parallel_job_writes_on_rank_zero_unless_local(probe, tmp_path, monkeypatch):
+    """A non-main rank waits for rank 0 and writes nothing; ``local=True`` (a probe that lives on one
+    rank, as fit_probes spreads them) writes on any rank without waiting."""
+    from probe_disentangle import distributed
+
+    class Rank1:
+        is_main = False
+
+    waits = []
+    monkeypatch.setattr(distributed.DataParallel, "current", classmethod(lambda cls: Rank1()))
+    monkeypatch.setattr(distributed, "barrier", lambda dp: waits.append(dp))
+    assert probe.save_pretrained(tmp_path / "shared") == tmp_path / "shared"
+    assert not (tmp_path / "shared").exists() and len(waits) == 1
+    probe.save_pretrained(tmp_path / "mine", local=True)
+    assert (tmp_path / "mine" / "probe.json").is_file() and len(waits) == 1
