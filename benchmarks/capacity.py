@@ -173,8 +173,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 new += 1
                 atomic_write_json(path, state)
                 print(f"{key}: MIG {cell['mig']:.3f}, DCI {cell['dci_disentanglement']:.3f} ({cell['seconds']} s)")
-    summary = summarise(state["cells"], methods, ks)
-    (out / "capacity.md").write_text(markdown(summary, ks))
+    # one table, one setting: cells fitted with other steps or data sizes stay in capacity.json, untabulated
+    same = {key: c for key, c in state["cells"].items() if c["steps"] == args.steps and c["n_train"] == args.n_train}
+    summary = summarise(same, methods, ks)
+    other = len(state["cells"]) - len(same)
+    note = (
+        f"\nSettings: {args.n_train} scenes, {args.steps} steps; {other} cell(s) at other settings are in capacity.json "
+        "and not in this table.\n"
+    )
+    (out / "capacity.md").write_text(markdown(summary, ks) + note)
     series = {m: [summary[m][k]["mig"]["mean"] if summary[m][k] else float("nan") for k in ks] for m in methods}
     metric_vs_beta_plot(ks, series, out / "capacity.png", title="MIG against the number of factors K",
                         xlabel="K (factors)", ylabel="MIG (mean over seeds)", log_x=True)  # fmt: skip
