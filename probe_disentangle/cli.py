@@ -143,6 +143,8 @@ def _fit(args: argparse.Namespace) -> int:
         distributed.destroy()  # leave at once: the other ranks end when torchrun sees this one fail
         raise
     distributed.destroy(wait=True)
+    if dp is not None:  # under torchrun: leave without the runtime's teardown, where gloo can abort a finished rank
+        distributed.exit_process(code)
     return code
 
 

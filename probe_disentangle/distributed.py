@@ -141,6 +141,23 @@ def destroy(wait: bool = False) -> None:
         dist.destroy_process_group()
 
 
+def exit_process(code: int = 0) -> None:
+    """End this process of a data-parallel job now, after :func:`destroy`: stdio flushed, then
+    ``os._exit(code)``, skipping the interpreter's and the C++ runtime's teardown, where gloo's
+    transport threads can abort a process that has finished its work ("terminate called without an
+    active exception", seen about once in four 2-process CPU jobs here). Call it last, with every
+    file closed."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def is_main_process() -> bool:
     """True outside a data-parallel job, and on its rank 0."""
     dp = DataParallel.current()

@@ -169,6 +169,7 @@ def main(scenario: str, out: Path) -> None:
     if dp.is_main:
         io.atomic_write_bytes(out / f"{scenario}.safetensors", io.tensors_to_bytes(tensors))
     distributed.destroy(wait=True)
+    distributed.exit_process(0)  # no runtime teardown, where gloo can abort a finished rank
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def main(out: Path) -> None:
     dp = distributed.DataParallel.current()
     (out / f"rank{dp.rank}.json").write_text(json.dumps({"hooks": list(fitted), **counter}))
     distributed.destroy(wait=True)
+    distributed.exit_process(0)  # no runtime teardown, where gloo can abort a finished rank
 
 
 if __name__ == "__main__":

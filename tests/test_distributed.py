@@ -174,3 +174,12 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert run.returncode != 0
     found = re.findall(r"non-finite input batch at step (\d+)", run.stderr + run.stdout)
     assert len(found) >= 2 and len(set(found)) == 1, run.stderr[-3000:]
+
+
+def test_exit_process_flushes_stdio_and_ends_with_the_code():
+    import subprocess
+    import sys
+
+    code = "from probe_disentangle import distributed; print('done', end=''); distributed.exit_process(3)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3 and run.stdout == "done"
