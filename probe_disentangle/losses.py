@@ -192,6 +192,39 @@ def reparameterize(mu: Tensor, logvar: Tensor, noise: Tensor | None = None) -> T
     return mu + torch.exp(0.5 * logvar) * eps
 
 
+def kl_normal_normal(mu1: Tensor, lv1: Tensor, mu2: Tensor, lv2: Tensor) -> Tensor:
+    """Per-dimension KL(N(mu1, e^lv1) ‖ N(mu2, e^lv2)), closed form; ``[B, K]``."""
+    return 0.5 * (lv2 - lv1 + (lv1.exp() + (mu1 - mu2).pow(2)) / lv2.exp() - 1)
+
+
+def ada_gvae_share(mu1: Tensor, lv1: Tensor, mu2: Tensor, lv2: Tensor) -> Tensor:
+    """Ada-GVAE's shared latents ``[B, K]`` (Locatello et al. 2020, §4): per pair, those whose
+    KL(q1 ‖ q2) is below the midpoint of the pair's largest and smallest — the pair is assumed
+    to differ in a few factors, and the latents that differ least are taken to hold the others."""
+    kl = kl_normal_normal(mu1, lv1, mu2, lv2)
+    tau = 0.5 * (kl.amax(1, keepdim=True) + kl.amin(1, keepdim=True))
+    return kl < tau
+
+
+def ada_gvae_posteriors(
+    mu1: Tensor, lv1: Tensor, mu2: Tensor, lv2: Tensor, share: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Each half's posterior with the shared latents (``share``, default :func:`ada_gvae_share`)
+    replaced by the pair's average (GVAE: the mean of the two means and of the two variances).
+    Returns ``(mu1', lv1', mu2', lv2', share)``."""
+    if share is None:
+        share = ada_gvae_share(mu1, lv1, mu2, lv2)
+    mu = 0.5 * (mu1 + mu2)
+    lv = torch.logaddexp(lv1, lv2) - math.log(2.0)  # log of the mean variance
+    return (
+        torch.where(share, mu, mu1),
+        torch.where(share, lv, lv1),
+        torch.where(share, mu, mu2),
+        torch.where(share, lv, lv2),
+        share,
+    )
+
+
 def permute_dims(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Shuffle each latent dimension independently across the batch (Kim & Mnih 2018, Alg. 1).
 

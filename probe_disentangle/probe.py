@@ -208,8 +208,15 @@ class Probe:
         resume: str | Path | bool | None = None,
         overwrite: bool = False,
         resume_config: str = "error",
+        pairs: bool = False,
     ) -> TrainResult:
         """Stream activations at the hook over ``data`` (host input batches) and train the head.
+
+        ``pairs=True``: weak supervision. ``data`` yields pairs of host batches ``(batch_a,
+        batch_b)`` whose inputs differ in some factors, which ones unsaid (minimal pairs, contrast
+        pairs), row for row; the store keeps each pair together (``ActivationStore(pairs=True)``)
+        and a ``vae_head`` trains as Ada-GVAE (Locatello et al. 2020; ``objective="beta_vae"`` for
+        the paper's objective). The normaliser and reference vectors are those of both halves.
 
         ``init="isa"`` starts from the codes independent subspace analysis finds in the first
         ``init_vectors`` vectors (:mod:`probe_disentangle.isa`): one latent per independent
@@ -240,12 +247,13 @@ class Probe:
                 "(train an SAE with probe_disentangle.steering.sae.train_sae, or with SAELens)"
             )
         train = train or TrainConfig()
+        pairs = self._check_pairs(pairs)
         # under torchrun: data parallel (each rank runs the host on its own shard of the data)
         # (the group's backend follows the head's device: NCCL for GPUs, gloo for the CPU)
         dp = distributed.init_from_env(device=resolve_device(train.device)) or distributed.DataParallel.current()
         if dp is not None:
             data = distributed.ShardedBatches(data, dp)
-        store = self._fit_store(data, train, buffer_size, cache_dir, device, dp)
+        store = self._fit_store(data, train, buffer_size, cache_dir, device, dp, pairs)
         reference = self._begin_fit(
             store, train, normalize, normalizer_vectors, init, init_vectors, init_steps, resume, overwrite, dp
         )
@@ -263,6 +271,7 @@ class Probe:
         cache_dir: str | Path | None,
         device: str | torch.device | None,
         dp: distributed.DataParallel | None = None,
+        pairs: bool = False,
     ) -> ActivationStore:
         """The activation store a fit streams from (``data`` may be a shared forward of several hooks;
         under data parallel each rank's store holds its share of the global batch)."""
@@ -275,7 +284,26 @@ class Probe:
             device=device or "cpu",
             seed=train.seed,
             cache_dir=cache_dir,
+            pairs=pairs,
         )
+
+    def _check_pairs(self, pairs: bool) -> bool:
+        """``fit(pairs=...)`` checked against the head: a pair fit needs a VAE head built for pairs."""
+        built = getattr(getattr(self.head, "config", None), "pairs", None) if self.head is not None else None
+        if not pairs:
+            if built:
+                raise ValueError("this head was built for pairs (pairs=True): fit it with fit(data, pairs=True)")
+            return False
+        if self.architecture != "vae_head":
+            raise ValueError(
+                f"pair training (Ada-GVAE) is built for architecture='vae_head', not {self.architecture!r}; "
+                "for a per-token sequence head pass pairs to heads.fit_prefix_code"
+            )
+        if self.head is None:
+            self.head_config["pairs"] = True
+        elif not built:
+            raise ValueError("this head was built for single vectors: build it with VAEHeadConfig(pairs=True)")
+        return True
 
     def _begin_fit(
         self,
@@ -316,6 +344,8 @@ class Probe:
             store.normalizer = self.normalizer
             # read before training, from the same pass the trainer then carries on: the host runs once
             reference = store.collect(max_vectors=REFERENCE_VECTORS)
+            if store.pairs:  # both halves: [n, 2, d] → [2n, d]
+                reference = reference.flatten(0, 1)
         if self.head is None:
             d = reference.shape[1]
             cls, cfg_cls = registry.get(self.architecture)
@@ -344,6 +374,7 @@ class Probe:
             from .isa import isa_codes
 
             x = store.collect(max_vectors=init_vectors)
+            x = x.flatten(0, 1) if store.pairs else x
             codes, _ = isa_codes(x, sizes, seed=train.seed)
             steps = {} if init_steps is None else {"steps": init_steps}
             self.init_report = self.head.initialize_from_codes(x, codes, seed=train.seed, **steps)

@@ -6,6 +6,11 @@ while keeping the other half to mix with fresh activations (as SAELens does), so
 batches do not come from the same few sequences. Memory is bounded by the buffer whatever the
 data size. Optionally every collected vector is also written to a disk cache of safetensors
 shards, which later runs read by memory map instead of running the host again.
+
+With ``pairs=True`` the data yields pairs of host batches (two inputs that differ in some
+factors, which ones unsaid: minimal pairs, contrast pairs) and the store keeps each pair's two
+vectors together through the shuffle and the cache, serving batches ``[batch, 2, d]`` for pair
+training (Ada-GVAE, :mod:`probe_disentangle.heads.pairs`).
 """
 
 from __future__ import annotations
@@ -195,6 +200,11 @@ class ActivationStore:
     Iterate to get shuffled training batches ``[batch_size, d]`` (normalised when a normaliser is
     set). ``buffer_size`` bounds memory (in vectors); ``cache_dir`` writes/reads safetensors
     shards; ``device`` holds the buffer (default: CUDA when available).
+
+    ``pairs=True``: ``data`` yields ``(batch_a, batch_b)``, two host batches whose vectors at the
+    hook correspond row by row (same count); batches are ``[batch_size, 2, d]``, each row one
+    pair, one shuffle for both halves; :meth:`collect` returns ``[n, 2, d]``; the statistics and
+    the normaliser are those of every vector of both halves.
     """
 
     def __init__(
@@ -209,6 +219,7 @@ class ActivationStore:
         cache_dir: str | Path | None = None,
         normalizer: Normalizer | None = None,
         dtype: torch.dtype = torch.float32,
+        pairs: bool = False,
     ) -> None:
         if buffer_size < 2 * batch_size:
             raise ValueError(
@@ -223,6 +234,11 @@ class ActivationStore:
         if isinstance(data, SharedForward) and cache_dir is not None:
             # a store reading its cache would leave its hook's vectors queued in the shared forward
             raise ValueError("a store fed by a SharedForward reads the host, not a cache: drop cache_dir")
+        if pairs and isinstance(data, SharedForward):
+            raise ValueError(
+                "a paired store reads its own pairs of host batches: pass them as data, not a SharedForward"
+            )
+        self.pairs = bool(pairs)
         self.adapter, self.hook, self.data = adapter, hook, data
         self.batch_size, self.buffer_size = batch_size, buffer_size
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,9 +260,22 @@ class ActivationStore:
         if isinstance(self.data, SharedForward):
             yield from self.data.chunks(self.hook)
             return
-        for batch in self.data:
-            acts = self.adapter.collect(batch, self.hook)
-            yield acts.vectors
+        for i, batch in enumerate(self.data):
+            if not self.pairs:
+                yield self.adapter.collect(batch, self.hook).vectors
+                continue
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise TypeError(
+                    f"item {i} of a paired store's data is a {type(batch).__name__}, not a pair: yield "
+                    "(batch_a, batch_b), two host batches whose vectors correspond row by row"
+                )
+            a, b = (self.adapter.collect(x, self.hook).vectors for x in batch)
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"pair {i}: the two host batches give {tuple(a.shape)} and {tuple(b.shape)} vectors at "
+                    f"{self.hook}; pair inputs of the same length (same tokens count, same batch size)"
+                )
+            yield torch.cat([a, b], 1)  # one row per pair: [a | b], shuffled together
 
     def _cached(self) -> bool:
         return self.cache_dir is not None and (self.cache_dir / CACHE_MANIFEST).is_file()
@@ -266,6 +295,12 @@ class ActivationStore:
             or not isinstance(manifest.get("d"), int)
         ):
             raise ValueError(f"the cache manifest {path} lacks its hook, width 'd' or list of shards; {fix}")
+        if bool(manifest.get("pairs", False)) != self.pairs:
+            held = "pairs" if manifest.get("pairs") else "single vectors"
+            raise ValueError(
+                f"the cache in {self.cache_dir} holds {held}, this store reads "
+                f"{'pairs' if self.pairs else 'single vectors'}; use another cache_dir"
+            )
         if manifest.get("hook") != self.hook:
             raise ValueError(
                 f"the cache in {self.cache_dir} holds hook {manifest.get('hook')!r}, not {self.hook!r}; use another cache_dir"
@@ -313,7 +348,8 @@ class ActivationStore:
                 shards.append({"file": name, "rows": int(chunk.shape[0])})
             yield chunk
         if self.cache_dir is not None:  # written last: a cache without a manifest is never read
-            io.atomic_write_json(self.cache_dir / CACHE_MANIFEST, {"hook": self.hook, "shards": shards, "d": d})
+            manifest = {"hook": self.hook, "shards": shards, "d": d, "pairs": self.pairs}
+            io.atomic_write_json(self.cache_dir / CACHE_MANIFEST, manifest)
 
     def _read_until(self, n: int | None) -> list[Tensor]:
         """The first chunks of the open pass (opening one if none is open), read on until they hold
@@ -346,16 +382,23 @@ class ActivationStore:
             yield from p.chunks
 
     # ---------------------------------------------------------------- statistics
+    def _vectors(self, rows: Tensor) -> Tensor:
+        """Stored rows → vectors: ``[n, d]`` as they are; a paired row ``[a | b]`` → ``[n, 2, d]``."""
+        return rows.reshape(rows.shape[0], 2, -1) if self.pairs else rows
+
+    def _update_stats(self, stats: RunningStats, rows: Tensor) -> None:
+        stats.update(rows.reshape(-1, rows.shape[1] // 2) if self.pairs else rows)
+
     def estimate_normalizer(
         self, max_vectors: int = 100_000, reduce: Callable[[RunningStats], RunningStats] | None = None
     ) -> Normalizer:
-        """Fix the normaliser from the first ``max_vectors`` vectors (saved with the probe).
+        """Fix the normaliser from the first ``max_vectors`` vectors (pairs: pairs; saved with the probe).
         ``reduce``: combines the statistics with other processes' (a data-parallel fit passes
         ``distributed.reduce_stats``, so every rank gets the statistics of all ranks' vectors)."""
         stats = RunningStats()
         for chunk in self._read_until(max_vectors):
-            stats.update(chunk[: max_vectors - stats.n])
-            if stats.n >= max_vectors:
+            self._update_stats(stats, chunk[: max_vectors - stats.n // (2 if self.pairs else 1)])
+            if stats.n >= max_vectors * (2 if self.pairs else 1):
                 break
         if reduce is not None:
             stats = reduce(stats)
@@ -364,7 +407,8 @@ class ActivationStore:
 
     def collect(self, max_vectors: int | None = None) -> Tensor:
         """The first ``max_vectors`` vectors (None: all; normalised if a normaliser is set) in
-        collection order. What it reads is served again by the next pass, not recomputed."""
+        collection order (pairs: ``[n, 2, d]``). What it reads is served again by the next pass,
+        not recomputed."""
         out, n = [], 0
         for chunk in self._read_until(max_vectors):
             if max_vectors is not None:
@@ -375,7 +419,7 @@ class ActivationStore:
                 break
         if n == 0:
             raise ValueError("the data produced no activation vectors")
-        x = torch.cat(out)
+        x = self._vectors(torch.cat(out))
         return self.normalizer(x) if self.normalizer is not None else x
 
     # ---------------------------------------------------------------- the position in the data
@@ -432,7 +476,7 @@ class ActivationStore:
         seen_before = self.vectors_seen
         for chunk in self.chunks():
             chunk = chunk.to(self.device, self.dtype, non_blocking=True)
-            self.stats.update(chunk)
+            self._update_stats(self.stats, chunk)
             self.vectors_seen += chunk.shape[0]
             if d is None:
                 d = chunk.shape[1]
@@ -463,5 +507,5 @@ class ActivationStore:
 
     def _batches(self, x: Tensor) -> Iterator[Tensor]:
         for s in range(0, x.shape[0] - self.batch_size + 1, self.batch_size):
-            b = x[s : s + self.batch_size]
+            b = self._vectors(x[s : s + self.batch_size])
             yield self.normalizer(b) if self.normalizer is not None else b

@@ -97,10 +97,39 @@ class VAEFamilyMixin:
         return self.decode(z), mu, logvar, z
 
     def loss(self, x: Tensor, step: int = 0) -> losses.LossResult:
-        """The objective's loss on one batch (no optimiser step)."""
+        """The objective's loss on one batch (no optimiser step); a pair-trained head
+        (``config.pairs``) takes pairs ``[B, 2, ...]`` and gives the Ada-GVAE loss."""
+        if self._paired():
+            x, recon, mu, logvar, z, share = self._pair_forward(x)
+            result = self.objective(x, recon, mu, logvar, z, step=step)
+            result.terms["shared"] = share.float().mean()
+            return result
         x = self._prepare(x)
         recon, mu, logvar, z = self(x)
         return self.objective(x, recon, mu, logvar, z, step=step)
+
+    def _paired(self) -> bool:
+        return bool(getattr(getattr(self, "config", None), "pairs", False))
+
+    def _pair_forward(self, pairs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Ada-GVAE (Locatello et al. 2020): both halves of each pair encoded, the latents whose
+        posteriors differ least averaged (:func:`losses.ada_gvae_posteriors`), each half decoded
+        from a sample of its own posterior. The two halves come back stacked as one batch of
+        ``2B`` rows ``(x, recon, mu, logvar, z)`` — the objective then scores them as it scores
+        any batch (the β-VAE objective makes this exactly Ada-GVAE) — with the share mask ``[B, k]``."""
+        if not isinstance(pairs, Tensor) or pairs.ndim < 3 or pairs.shape[1] != 2:
+            raise ValueError(
+                f"a pair-trained head (pairs=True) takes batches of pairs [batch, 2, ...], got "
+                f"{tuple(getattr(pairs, 'shape', ()))}: stream them from ActivationStore(pairs=True) "
+                "(Probe.fit(pairs=True)), or build the head with pairs=False for single vectors"
+            )
+        x = self._prepare(torch.cat([pairs[:, 0], pairs[:, 1]]))
+        mu, logvar = self.encode(x)
+        b = pairs.shape[0]
+        m1, l1, m2, l2, share = losses.ada_gvae_posteriors(mu[:b], logvar[:b], mu[b:], logvar[b:])
+        mu, logvar = torch.cat([m1, m2]), torch.cat([l1, l2])
+        z = losses.reparameterize(mu, logvar, distributed.randn_rows(mu)) if self.training else mu
+        return x, self.decode(z), mu, logvar, z, share
 
     def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         """Adam for the VAE; FactorVAE's discriminator gets its own Adam with β = (0.5, 0.9) (Kim & Mnih 2018)."""
@@ -118,8 +147,12 @@ class VAEFamilyMixin:
         local, as they enter only through the reconstruction's mean over rows), one that is a mean
         over rows sees this rank's rows, and FactorVAE's permutation shuffles the global batch's z:
         the update is the single-process one with the same global batch."""
-        x = self._prepare(first(batch))
-        recon, mu, logvar, z = self(x)
+        share = None
+        if self._paired():
+            x, recon, mu, logvar, z, share = self._pair_forward(first(batch))
+        else:
+            x = self._prepare(first(batch))
+            recon, mu, logvar, z = self(x)
         factor = isinstance(self.objective, losses.FactorVAELoss)
         # the VAE's TC term backpropagates through D into z only: D's own weight gradients would
         # be discarded by its optimiser's zero_grad, so they are not computed
@@ -138,4 +171,6 @@ class VAEFamilyMixin:
             disc = self.objective.discriminator_loss(z, permuted=permuted)
             optimize("disc", disc)
             result.terms.update(disc.terms)
+        if share is not None:
+            result.terms["shared"] = share.float().mean()
         return result

@@ -527,3 +527,27 @@ def test_grouped_tc_counts_dependence_between_groups_only():
     assert float(flat) > 1.0 and float(paired) < 0.5 * float(flat)
     with pytest.raises(ValueError, match="group_size"):
         L.grouped_tc_decomposition(z, mu, lv, 1000.0, 4)
+
+
+def test_kl_normal_normal_closed_form_and_ada_gvae_share():
+    mu1, lv1 = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.2, -0.5]])
+    mu2, lv2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[-0.4, 0.1]])
+    p = torch.distributions.Normal(mu1, (0.5 * lv1).exp())
+    q = torch.distributions.Normal(mu2, (0.5 * lv2).exp())
+    torch.testing.assert_close(L.kl_normal_normal(mu1, lv1, mu2, lv2), torch.distributions.kl_divergence(p, q))
+    # per pair, the latents whose posteriors differ least (KL below the midpoint of max and min) are shared
+    a = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
+    b = torch.tensor([[0.0, 0.1, 3.0, 0.0]])
+    z = torch.zeros(1, 4)
+    assert L.ada_gvae_share(a, z, b, z).tolist() == [[True, True, False, True]]
+
+
+def test_ada_gvae_posteriors_average_the_shared_latents_only():
+    mu1, mu2 = torch.tensor([[0.0, 0.0, 2.0]]), torch.tensor([[0.2, 0.0, -2.0]])
+    lv1, lv2 = torch.log(torch.tensor([[1.0, 0.5, 1.0]])), torch.log(torch.tensor([[3.0, 0.5, 1.0]]))
+    m1, l1, m2, l2, share = L.ada_gvae_posteriors(mu1, lv1, mu2, lv2)
+    assert share.tolist() == [[True, True, False]]
+    torch.testing.assert_close(m1, torch.tensor([[0.1, 0.0, 2.0]]))
+    torch.testing.assert_close(m2, torch.tensor([[0.1, 0.0, -2.0]]))
+    torch.testing.assert_close(l1.exp(), torch.tensor([[2.0, 0.5, 1.0]]))  # the mean of the variances
+    torch.testing.assert_close(l2.exp(), torch.tensor([[2.0, 0.5, 1.0]]))

@@ -6,7 +6,7 @@ import torch
 from probe_disentangle import io
 from probe_disentangle.adapters import attach, past_length
 from probe_disentangle.heads import PrefixCodeConfig, PrefixCodeHead, PrefixFitConfig, fit_prefix_code
-from probe_disentangle.heads.sequence import ada_gvae_share, fit_prefix_code_restarts, heldout_loss, onset_purity
+from probe_disentangle.heads.sequence import fit_prefix_code_restarts, heldout_loss, onset_purity
 from probe_disentangle.steering import group_targets, prefix_codes, read_sequences, steer_sequences
 from probe_disentangle.steering.knobs import find_knobs
 
@@ -89,13 +89,6 @@ def test_config_and_input_errors_name_the_fix():
         head.codes(acts[..., :8], cond, mask)
     with pytest.raises(ValueError, match="vocab"):
         head.codes(acts, cond + torch.tensor([8, 0]), mask)
-
-
-def test_ada_gvae_shares_the_latents_whose_pair_posteriors_agree():
-    mu1 = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
-    mu2 = torch.tensor([[0.0, 0.1, 3.0, 0.0]])
-    lv = torch.zeros(1, 4)
-    assert ada_gvae_share(mu1, lv, mu2, lv).tolist() == [[True, True, False, True]]
 
 
 def _toy_world(n=600, T=6, d=16, vocab=8, seed=0):

@@ -162,3 +162,59 @@ def test_stream_state_resumes_mid_pass_without_rerunning_earlier_passes():
     assert b.vectors_seen == a.vectors_seen
     with pytest.raises(ValueError, match="stream_state"):
         b.load_stream_state({"served": 1})
+
+
+def _pair_data(n_batches=6, rows=40, d=3):
+    # pair row r of batch b: a holds v = b*rows + r, b holds 1000 + v (every dimension)
+    out = []
+    for b in range(n_batches):
+        v = torch.arange(b * rows, (b + 1) * rows, dtype=torch.float32)[:, None].repeat(1, d)
+        out.append((v, v + 1000))
+    return out
+
+
+def test_pairs_stay_together_through_the_shuffle_the_cache_and_a_resume(tmp_path):
+    def store(cache=None):
+        return ActivationStore(
+            attach(Ident()),
+            "layer",
+            _pair_data(),
+            batch_size=16,
+            buffer_size=64,
+            device="cpu",
+            pairs=True,
+            cache_dir=cache,
+        )
+
+    s = store(tmp_path / "cache")
+    batches = list(s)
+    assert all(b.shape == (16, 2, 3) for b in batches)
+    served = torch.cat(batches)
+    assert torch.equal(served[:, 1] - served[:, 0], torch.full_like(served[:, 0], 1000.0))  # aligned
+    a = served[:, 0, 0]
+    assert a.unique().numel() == a.numel() >= 240 - 16 and not torch.equal(a, a.sort().values)
+    assert s.vectors_seen == 240  # pairs
+    torch.testing.assert_close(s.stats.mean, torch.full((3,), 119.5 + 500.0, dtype=torch.float64))  # both halves
+    c = store(tmp_path / "cache")  # from the cache: the same pairs in the same order
+    assert all(torch.equal(x, y) for x, y in zip(list(c), batches, strict=True))
+    col = store().collect(50)
+    assert col.shape == (50, 2, 3) and torch.equal(col[:, 0, 0], torch.arange(50.0))
+    norm = store().estimate_normalizer(40)  # the first 40 pairs: 80 vectors
+    torch.testing.assert_close(norm.mean, torch.full((3,), 519.5))
+    r = store()
+    it = iter(r)
+    [next(it) for _ in range(4)]
+    state, rest = r.stream_state(), list(it)
+    r2 = store()
+    r2.load_stream_state(state)
+    assert all(torch.equal(x, y) for x, y in zip(list(r2), rest, strict=True))
+    with pytest.raises(ValueError, match="single vectors"):
+        ActivationStore(attach(Ident()), "layer", _data(), cache_dir=tmp_path / "cache", device="cpu").collect()
+
+
+def test_pairs_bad_input_is_a_clear_error():
+    x = torch.zeros(8, 3)
+    with pytest.raises(TypeError, match=r"\(batch_a, batch_b\)"):
+        ActivationStore(attach(Ident()), "layer", [x], batch_size=2, buffer_size=4, pairs=True).collect()
+    with pytest.raises(ValueError, match="same length"):
+        ActivationStore(attach(Ident()), "layer", [(x, x[:5])], batch_size=2, buffer_size=4, pairs=True).collect()

@@ -18,7 +18,7 @@ Fitted without factor labels (:func:`fit_prefix_code`): one code sample per sequ
 position reconstructed from it, the β-TCVAE decomposition (Chen et al. 2018) on the sequence's
 posterior, and KL(q_T ‖ q_t) keeping each prefix code consistent with the sequence's. With
 ``pairs`` (sequences that differ in unnamed factors) it is Ada-GVAE (Locatello et al. 2020):
-latents whose pair posteriors differ least are averaged (:func:`ada_gvae_share`).
+latents whose pair posteriors differ least are averaged (:func:`~probe_disentangle.losses.ada_gvae_share`).
 """
 
 from __future__ import annotations
@@ -278,15 +278,6 @@ def _sequence_sample(mu: Tensor, logvar: Tensor) -> Tensor:
     return (mu[:, -1:] + (0.5 * logvar[:, -1:]).exp() * eps).expand_as(mu)
 
 
-def ada_gvae_share(mu1: Tensor, lv1: Tensor, mu2: Tensor, lv2: Tensor) -> Tensor:
-    """Ada-GVAE's shared latents ``[B, k]`` (Locatello et al. 2020, §4): per pair, those whose
-    KL(q1 ‖ q2) is below the midpoint of the pair's largest and smallest."""
-    v1, v2 = lv1.exp(), lv2.exp()
-    kl = 0.5 * (lv2 - lv1 + (v1 + (mu1 - mu2).pow(2)) / v2 - 1)
-    tau = 0.5 * (kl.amax(1, keepdim=True) + kl.amin(1, keepdim=True))
-    return kl < tau
-
-
 def sequence_mask(tokens_mask: Tensor) -> Tensor:
     """Real positions minus the first (BOS carries nothing about the sequence)."""
     m = tokens_mask.bool().clone()
@@ -351,7 +342,7 @@ def _pair_loss(head: PrefixCodeHead, batch: list[tuple[Tensor, Tensor, Tensor]],
     (a1, c1, m1), (a2, c2, m2) = batch
     mu1, lv1, _ = head.posteriors(a1, c1, m1)
     mu2, lv2, _ = head.posteriors(a2, c2, m2)
-    sh = ada_gvae_share(mu1[:, -1], lv1[:, -1], mu2[:, -1], lv2[:, -1])[:, None, :]
+    sh = losses.ada_gvae_share(mu1[:, -1], lv1[:, -1], mu2[:, -1], lv2[:, -1])[:, None, :]
     mu, lv = 0.5 * (mu1 + mu2), torch.log(0.5 * (lv1.exp() + lv2.exp()))
     rec = reg = 0.0
     for a, c, m, mu_i, lv_i in ((a1, c1, m1, mu1, lv1), (a2, c2, m2, mu2, lv2)):

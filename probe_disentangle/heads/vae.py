@@ -22,7 +22,10 @@ class VAEHeadConfig:
     ``objective`` is one of ``losses.OBJECTIVES`` (beta_vae, capacity, beta_tcvae, factor_vae,
     dip_vae) and ``objective_args`` its keyword arguments (e.g. ``{"beta": 6, "dataset_size": N}``).
     ``decoder="additive"`` decodes with :class:`AdditiveDecoder` (a ``decoder_hidden``-wide MLP
-    per latent, summed) instead of one MLP over all latents.
+    per latent, summed) instead of one MLP over all latents. ``pairs=True`` trains on pairs of
+    vectors ``[B, 2, d_in]`` that differ in some factors, unnamed (Ada-GVAE, Locatello et al.
+    2020; exactly so with ``objective="beta_vae"``; streamed by ``ActivationStore(pairs=True)``);
+    it encodes single vectors as any head does.
     """
 
     d_in: int
@@ -34,6 +37,7 @@ class VAEHeadConfig:
     objective_args: dict = field(default_factory=dict)
     decoder: str = "mlp"
     decoder_hidden: int = 32
+    pairs: bool = False
 
     def __post_init__(self) -> None:
         if self.d_in < 1 or self.latent_dim < 1 or self.hidden < 1 or self.depth < 0:
