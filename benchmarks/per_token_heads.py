@@ -125,16 +125,6 @@ def collect(adapter: Adapter, hook: str, world, factors: np.ndarray) -> TokenDat
 first_written = steering.first_written  # where each sentence first writes each factor (library code now)
 
 
-def one_factor_pairs(world, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs of factor rows that differ in exactly one factor, chosen uniformly (Ada-GVAE's data)."""
-    a = world.sample_factors(n, rng)
-    b = a.copy()
-    which = rng.integers(0, world.num_factors, n)
-    sizes = np.asarray(world.factor_sizes)
-    b[np.arange(n), which] = (a[np.arange(n), which] + rng.integers(1, sizes[which])) % sizes[which]
-    return a, b
-
-
 # ------------------------------------------------------------------ the heads
 
 
@@ -869,7 +859,7 @@ def run_hook(cfg: StudyConfig, model, world, hook: str, log=print) -> dict[str, 
                 head = PrefixCodeHead(hc, vocab, n_pos, d)
                 pairs = None
                 if method == "prefix_pairs":
-                    fa, fb = one_factor_pairs(world, cfg.n_train // 2, np.random.default_rng(cfg.seed + 7))
+                    fa, fb = world.sample_pairs(cfg.n_train // 2, np.random.default_rng(cfg.seed + 7))
                     pairs = (collect(adapter, hook, world, fa), collect(adapter, hook, world, fb))
                 entry["fit"] = fit_prefix_head(head, train, pairs)
             entry["head"] = asdict(hc)
@@ -927,7 +917,7 @@ def run_hook(cfg: StudyConfig, model, world, hook: str, log=print) -> dict[str, 
             head = PerTokenHead(hc, vocab, n_pos, d)
             pairs = None
             if objective == "ada_gvae":
-                fa, fb = one_factor_pairs(world, cfg.n_train // 2, np.random.default_rng(cfg.seed + 7))
+                fa, fb = world.sample_pairs(cfg.n_train // 2, np.random.default_rng(cfg.seed + 7))
                 pairs = (collect(adapter, hook, world, fa), collect(adapter, hook, world, fb))
             entry["fit"] = fit_head(head, train, pairs)
             entry["head"] = asdict(hc)

@@ -212,7 +212,7 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
 
     # ---- the same head trained on pairs that differ in one unnamed factor (Ada-GVAE)
     if args.pair_restarts:
-        fa, fb = study.one_factor_pairs(world, args.n_train, np.random.default_rng(args.seed + 3))
+        fa, fb = world.sample_pairs(args.n_train, np.random.default_rng(args.seed + 3))
         pairs = (read(fa), read(fb))
         heads = []
         _, prow = fit_prefix_code_restarts(

@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     heads: dict[str, Any] = {}
     heads["none"], _ = fit_prefix_code_restarts(cfg, *train, fit, args.restarts, held=held)
     if args.pairs:
-        fa, fb = _per_token_heads().one_factor_pairs(world, args.n_train, np.random.default_rng(args.seed + 3))
+        fa, fb = world.sample_pairs(args.n_train, np.random.default_rng(args.seed + 3))
         heads["pairs"], _ = fit_prefix_code_restarts(cfg, *train, fit, 1, held=held, pairs=(read(fa), read(fb)))
     rows: list[dict[str, Any]] = []
     for rung, head in heads.items():

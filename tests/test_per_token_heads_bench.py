@@ -51,16 +51,6 @@ def test_first_written_finds_where_the_sentence_first_shows_each_factor(bench):
     assert (pos["polarity"], pos["tense"], pos["action"], pos["place"]) == (14, 14, 16, 17)
 
 
-def test_one_factor_pairs_differ_in_exactly_one_factor(bench):
-    from probe_disentangle.worlds.factor_language import FactorLanguage
-
-    world = FactorLanguage(plan=True)
-    a, b = bench.one_factor_pairs(world, 500, np.random.default_rng(0))
-    assert ((a != b).sum(1) == 1).all()
-    assert (b < np.asarray(world.factor_sizes)).all() and (b >= 0).all()
-    assert len(np.unique((a != b).argmax(1))) == world.num_factors  # every factor gets changed
-
-
 def test_ada_gvae_averages_the_latents_that_differ_least(bench):
     mu1 = torch.tensor([[0.0, 0.0, 0.0]])
     mu2 = torch.tensor([[0.1, 3.0, -0.1]])

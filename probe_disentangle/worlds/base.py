@@ -173,6 +173,19 @@ class World(ABC):
             out[:, j] = randint(rng, size, num)
         return out
 
+    def sample_pairs(self, num: int, random_state: RandomState) -> tuple[np.ndarray, np.ndarray]:
+        """``num`` pairs of factor rows ``(a, b)``, each ``[num, F]``, that differ in exactly one
+        factor, chosen uniformly per pair, its new value uniform among the others: the weak
+        supervision of Ada-GVAE (Locatello et al. 2020), where which factor differs is not told."""
+        rng = as_random_state(random_state)
+        a = self.sample_factors(num, rng)
+        b = a.copy()
+        which = randint(rng, self.num_factors, num)
+        sizes = np.asarray(self.factor_sizes)
+        rows = np.arange(num)
+        b[rows, which] = (a[rows, which] + 1 + randint(rng, sizes[which] - 1, num)) % sizes[which]
+        return a, b
+
     def sample_observations_from_factors(self, factors: np.ndarray, random_state: RandomState) -> np.ndarray:
         """Observations for ``factors``; the worlds here are deterministic, so this renders."""
         del random_state

@@ -187,3 +187,14 @@ def test_registry() -> None:
     assert set(WORLDS) >= expected
     with pytest.raises(ValueError, match="known worlds"):
         make_world("dsprites_real")
+
+
+def test_sample_pairs_differ_in_exactly_one_factor(world: World) -> None:
+    a, b = world.sample_pairs(600, np.random.default_rng(0))
+    assert a.shape == b.shape == (600, world.num_factors)
+    assert ((a != b).sum(1) == 1).all()  # one factor per pair, to a value it did not hold
+    assert (b < np.asarray(world.factor_sizes)).all() and (b >= 0).all()
+    assert len(np.unique((a != b).argmax(1))) == world.num_factors  # every factor gets changed
+    a2, b2 = world.sample_pairs(600, np.random.RandomState(0))  # either kind of random source
+    assert ((a2 != b2).sum(1) == 1).all()
+    assert np.array_equal(world.sample_pairs(50, 7)[1], world.sample_pairs(50, 7)[1])
