@@ -30,11 +30,14 @@ import numpy as np
 import torch
 
 from probe_disentangle import TrainConfig, Trainer, VAEHead, VAEHeadConfig
+from probe_disentangle.heads import JointVAEHead, JointVAEHeadConfig
 from probe_disentangle.io import atomic_write_json
+from probe_disentangle.isa import isa_codes
 from probe_disentangle.metrics import dci, mig
 from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.k_factors import KFactorImages
 
+ISA_METHOD = "joint_vae_isa"  # the JointVAE head from an ISA start (categorical latents)
 OBJECTIVES = {
     "beta_vae": {"beta": 4.0},
     "beta_tcvae": {"beta": 6.0},
@@ -60,21 +63,26 @@ def run_cell(method: str, k: int, seed: int, args) -> dict[str, Any]:
     # under a unit-variance Gaussian likelihood make reconstruction too weak a term (posterior collapse)
     mean, std = x.mean(0), x.std(0).clamp_min(0.05)
     x, x_eval = (x - mean) / std, (x_eval - mean) / std
-    obj_args = dict(OBJECTIVES[method])
-    if method == "beta_tcvae":
-        obj_args["dataset_size"] = args.n_train
     torch.manual_seed(seed)
-    head = VAEHead(
-        VAEHeadConfig(
-            d_in=x.shape[1], latent_dim=k + args.extra_latents, hidden=args.hidden, objective=method,
-            objective_args=obj_args,
-        )
-    )  # fmt: skip
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
+    extra: dict[str, Any] = {}
+    if method == ISA_METHOD:
+        head, extra = _isa_joint_head(x, k, seed, args)
+    else:
+        obj_args = dict(OBJECTIVES[method])
+        if method == "beta_tcvae":
+            obj_args["dataset_size"] = args.n_train
+        head = VAEHead(
+            VAEHeadConfig(
+                d_in=x.shape[1], latent_dim=k + args.extra_latents, hidden=args.hidden, objective=method,
+                objective_args=obj_args,
+            )
+        )  # fmt: skip
     Trainer(head, cfg).fit(x)
     head.eval()
     with torch.no_grad():
-        codes = head.encode(x_eval)[0].numpy()
+        codes = head.encode(x_eval)
+        codes = (codes if method == ISA_METHOD else codes[0]).numpy()
     n = len(codes) // 2
     d = dci(codes[:n], f_eval[:n], codes[n:], f_eval[n:], random_state=seed, fast=True)
     return {
@@ -88,7 +96,25 @@ def run_cell(method: str, k: int, seed: int, args) -> dict[str, Any]:
         "steps": args.steps,
         "n_train": args.n_train,
         "seconds": round(time.time() - t0, 1),
+        **extra,
     }
+
+
+def _isa_joint_head(x: torch.Tensor, k: int, seed: int, args) -> tuple[JointVAEHead, dict[str, Any]]:
+    """The JointVAE head from an ISA start (as ``Probe.fit(init="isa")`` makes it): K + extra
+    categorical latents of ``--values`` categories, a linear additive decoder (a table per
+    latent), started from the independent subspaces' cluster codes, the capacity at its maximum
+    from step 1 and no marginal term (a rising capacity would first blur the start)."""
+    cats = [args.values] * (k + args.extra_latents)
+    head = JointVAEHead(
+        JointVAEHeadConfig(
+            d_in=x.shape[1], categorical=cats, continuous=0, hidden=args.hidden, c_steps=1, c_disc_max=None,
+            marginal_weight=0.0, decoder="additive", decoder_hidden=0,
+        )
+    )  # fmt: skip
+    codes, _ = isa_codes(x[: min(len(x), 10_000)], cats, seed=seed)
+    report = head.initialize_from_codes(x[: len(codes)], codes, seed=seed)
+    return head, {"init_code_accuracy": float(report.get("code_accuracy", float("nan")))}
 
 
 def summarise(cells: dict[str, dict], methods: Sequence[str], ks: Sequence[int]) -> dict[str, dict[int, dict]]:
@@ -132,7 +158,7 @@ def markdown(summary: dict[str, dict[int, dict]], ks: Sequence[int]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ks", default="2,4,8,16,32,64")
-    ap.add_argument("--methods", default="beta_vae,beta_tcvae,factor_vae")
+    ap.add_argument("--methods", default="beta_vae,beta_tcvae,factor_vae," + ISA_METHOD)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--values", type=int, default=4, help="levels per factor")
     ap.add_argument("--extra-latents", type=int, default=2)
@@ -151,9 +177,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.ks, args.seeds, args.n_train, args.n_eval, args.steps, args.hidden = "2,4", "0", 256, 200, 5, 16
     ks = [int(k) for k in args.ks.split(",")]
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(OBJECTIVES))
+    unknown = sorted(set(methods) - {*OBJECTIVES, ISA_METHOD})
     if unknown:
-        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(OBJECTIVES)}")
+        raise SystemExit(f"unknown methods {unknown}; choose from {sorted({*OBJECTIVES, ISA_METHOD})}")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

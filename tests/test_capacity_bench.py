@@ -35,3 +35,12 @@ def test_summary_spread_known_answer():
     s = bench.summarise(cells, ["beta_vae", "factor_vae"], [8])
     assert s["beta_vae"][8]["mig"] == {"mean": 0.5, "min": 0.2, "max": 0.9}
     assert s["factor_vae"][8] is None
+
+
+def test_isa_joint_vae_cell_starts_from_the_independent_subspaces(tmp_path):
+    bench = _bench()
+    res = bench.main(["--smoke", "--ks", "2", "--methods", bench.ISA_METHOD, "--out", str(tmp_path)])
+    cell = res["cells"][bench.cell_key(bench.ISA_METHOD, 2, 0)]
+    assert cell["latents"] == 4 and 0 <= cell["mig"] <= 1
+    # K = 2 cells of 4 grey levels in an identity host: ISA finds them, the encoder learns its codes
+    assert cell["init_code_accuracy"] > 0.9
