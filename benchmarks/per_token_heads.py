@@ -271,26 +271,7 @@ def flat_vectors(data: TokenData) -> tuple[Tensor, Tensor, Tensor, np.ndarray]:
     return data.acts[rows, pos], data.tokens[rows, pos], pos, data.factors[rows.numpy()]
 
 
-def ada_gvae_posteriors(
-    mu1: Tensor, lv1: Tensor, mu2: Tensor, lv2: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Ada-GVAE (Locatello et al. 2020, eq. 7 and the adaptive threshold of §4): per pair, the
-    latents with KL(q1‖q2) below the midpoint of the pair's largest and smallest KL are shared and
-    both posteriors there become (μ1 + μ2)/2, log((σ1² + σ2²)/2). Returns both new posteriors and
-    the shared mask ``[B, k]``."""
-    v1, v2 = lv1.exp(), lv2.exp()
-    kl = 0.5 * (lv2 - lv1 + (v1 + (mu1 - mu2).pow(2)) / v2 - 1)
-    tau = 0.5 * (kl.amax(1, keepdim=True) + kl.amin(1, keepdim=True))
-    shared = kl < tau
-    mu = 0.5 * (mu1 + mu2)
-    lv = torch.log(0.5 * (v1 + v2))
-    return (
-        torch.where(shared, mu, mu1),
-        torch.where(shared, lv, lv1),
-        torch.where(shared, mu, mu2),
-        torch.where(shared, lv, lv2),
-        shared,
-    )
+ada_gvae_posteriors = losses.ada_gvae_posteriors  # the library's (Locatello et al. 2020, §4)
 
 
 def fit_head(head: PerTokenHead, data: TokenData, pairs: tuple[TokenData, TokenData] | None = None) -> dict[str, float]:
