@@ -92,6 +92,27 @@ class KFactorImages(World):
         top, left = r * self.cell_h, c * self.cell_w
         return slice(top, top + self.patch_h), slice(left, left + self.patch_w)
 
+    def read(self, images: np.ndarray) -> np.ndarray:
+        """The factors ``[N, K]`` an image shows, read from its cells: the nearest grey level of each
+        patch's mean (``"intensity"``), or the column where the patch is brightest (``"position"``).
+        ``read(render(f)) == f``; an image a model decoded reads as the values it looks closest
+        to, so an edit's effect on every factor can be scored (steering success and leakage)."""
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1:] != self.observation_shape:
+            raise ValueError(f"images must be [N, {', '.join(map(str, self.observation_shape))}], got {x.shape}")
+        out = np.empty((len(x), self.num_factors), dtype=np.int64)
+        for i, size in enumerate(self.factor_sizes):
+            rows, cols = self.region(i)
+            patch = x[:, 0, rows, cols]
+            if self.encoding == "intensity":
+                out[:, i] = np.clip(np.rint(patch.mean((1, 2)) * (size - 1)), 0, size - 1)
+            else:
+                at = patch.mean(1).argmax(1)  # brightest column → nearest value's column
+                out[:, i] = np.clip(np.rint(at * (size - 1) / (self.patch_w - 1)), 0, size - 1)
+        return out
+
     def _render(self, factors: np.ndarray) -> np.ndarray:
         n, k = factors.shape
         sizes = np.asarray(self.factor_sizes)

@@ -98,3 +98,17 @@ def test_token_decode_rejects_misplaced_tokens() -> None:
         world.decode(tokens)
     with pytest.raises(ValueError, match="must be in"):
         world.token_id(0, 4)
+
+
+@pytest.mark.parametrize("encoding", ["intensity", "position"])
+@pytest.mark.parametrize("k", [2, 5, 16])
+def test_images_read_back_their_factors(k: int, encoding: str) -> None:
+    w = KFactorImages(k, num_values=4, image_size=32, encoding=encoding)
+    f = w.sample_factors(300, np.random.default_rng(k))
+    x = w.render(f)
+    assert np.array_equal(w.read(x), f)
+    noisy = x + np.random.default_rng(1).normal(0, 0.05, x.shape).astype(np.float32)  # a decoder's blur
+    assert np.array_equal(w.read(noisy), f)
+    assert np.array_equal(w.read(x[:, 0]), f)  # [N, H, W] too
+    with pytest.raises(ValueError, match="images must be"):
+        w.read(x[:, :, :16])
