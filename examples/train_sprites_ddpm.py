@@ -25,6 +25,11 @@ export at the end of a session, and start the next one from it with a new seed (
 optimiser (Adam's moments rebuild within a few hundred steps; the LR warm-up runs again), and the
 card's ``train.segments`` list grows by this run's segment, so the card states every step the
 weights have seen. Within a segment, resume stays bit-identical (``--resume``).
+
+``--decay-steps N`` holds the LR and then decays it linearly to 0 over the run's last N steps
+(warmup-stable-decay). The learning rates up to a constant-LR checkpoint are unchanged, so a
+session's segment can be resumed with ``--steps S --decay-steps N`` (S − N ≥ the checkpoint's step)
+to end decayed before its export; the next segment warms up to the full LR again.
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ def train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         warmup_steps=args.warmup,
+        lr_schedule="linear" if args.decay_steps else "constant",
+        decay_steps=args.decay_steps,
         grad_clip=1.0,
         device=args.device,
         seed=args.seed,
@@ -210,6 +217,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument(
+        "--decay-steps",
+        type=int,
+        default=0,
+        help="> 0: hold the LR, then decay it linearly to 0 over the run's last N steps (warmup-stable-decay); "
+        "a constant-LR run can be resumed with it, so a session's segment ends decayed",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resume", action="store_true", help="carry on from the latest checkpoint in --out")
