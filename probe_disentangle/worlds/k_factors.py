@@ -8,6 +8,12 @@ pixels in a 64 x 64 image. ``KFactorTokens``: the sequence ``<bos> t(0, v0) t(1,
 t(K-1, vK-1) <eos>`` in fixed factor order, where token ``t(i, v)`` is unique to factor ``i``
 and value ``v``. In both forms factor ``i`` changes only its own region or token, so the
 difficulty is set by K and the number of values alone.
+
+``KFactorTokens(K, plan=True)`` puts a plan first, as ``FactorLanguage(plan=True)`` does:
+``<bos> #t(0, v0) ... #t(K-1, vK-1) : t(0, v0) ... t(K-1, vK-1) <eos>``. Unplanned tokens are
+independent of their prefix, so an LM trained on them carries no factor forward and has nothing
+to steer; with a plan, the model must hold every factor from its tag to the token K + 1
+positions later, where a middle-layer edit can change what it writes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from probe_disentangle.worlds.base import World
+from probe_disentangle.worlds.factor_language import Tokenizer
 
 __all__ = ["MAX_FACTORS", "MIN_FACTORS", "KFactorImages", "KFactorTokens"]
 
@@ -140,55 +147,128 @@ class KFactorTokens(World):
 
     Ids 0, 1, 2 are ``<pad>``, ``<bos>``, ``<eos>``; ``t(i, v) = 3 + sum(sizes[:i]) + v``, so every
     (factor, value) pair has its own token and factor ``i`` always sits at position ``i + 1``.
+
+    ``plan=True``: rows ``[n, 2K + 3]``, ``<bos> plan : sentence <eos>``, where the plan tag
+    ``#t(i, v)`` (id ``4 + S + sum(sizes[:i]) + v``, ``S = sum(sizes)``) is unique to factor ``i``
+    and value ``v``, ``:`` is id ``3 + S`` and the sentence is the unplanned row's tokens. ``parse``
+    reads the sentence (the plan is skipped), ``parse_plan`` the plan.
     """
 
     pad_id, bos_id, eos_id = 0, 1, 2
 
-    def __init__(self, num_factors: int, num_values: int | Sequence[int] = 4) -> None:
+    def __init__(self, num_factors: int, num_values: int | Sequence[int] = 4, *, plan: bool = False) -> None:
         self.factor_sizes = _factor_sizes(num_factors, num_values)
         self.factor_names = tuple(f"f{i}" for i in range(num_factors))
         self._offsets = 3 + np.concatenate([[0], np.cumsum(self.factor_sizes)[:-1]]).astype(np.int64)
+        self.plan = bool(plan)
+        total = sum(self.factor_sizes)
+        self.sep_id = 3 + total if self.plan else None
+        self._plan_offsets = self._offsets + total + 1  # the tag of (i, v) sits S + 1 ids after t(i, v)
+        self.tokenizer = Tokenizer(self.vocab)
+
+    @property
+    def length(self) -> int:
+        """Tokens per row: ``K + 2``, or ``2K + 3`` with the plan."""
+        return 2 * self.num_factors + 3 if self.plan else self.num_factors + 2
+
+    @property
+    def max_length(self) -> int:
+        """The longest row, BOS and EOS included (what a generation needs)."""
+        return self.length
 
     @property
     def observation_shape(self) -> tuple[int, ...]:
-        return (self.num_factors + 2,)
+        return (self.length,)
 
     @property
     def vocab_size(self) -> int:
-        """3 specials plus one token per (factor, value) pair."""
-        return 3 + sum(self.factor_sizes)
+        """3 specials plus one token per (factor, value) pair; with the plan, ``:`` and a tag per pair."""
+        return 3 + sum(self.factor_sizes) * (2 if self.plan else 1) + (1 if self.plan else 0)
 
     @property
     def vocab(self) -> list[str]:
-        """Token strings by id: the specials, then ``"f{i}={v}"``."""
+        """Token strings by id: the specials, then ``"f{i}={v}"``; with the plan ``":"`` and ``"#f{i}={v}"``."""
         words = ["<pad>", "<bos>", "<eos>"]
-        for name, size in zip(self.factor_names, self.factor_sizes, strict=True):
-            words += [f"{name}={v}" for v in range(size)]
-        return words
+        pairs = [f"{name}={v}" for name, size in zip(self.factor_names, self.factor_sizes, strict=True) for v in range(size)]
+        return words + pairs + ([":"] + [f"#{w}" for w in pairs] if self.plan else [])
 
-    def token_id(self, factor: int | str, value: int) -> int:
-        """The token that says ``factor`` has ``value``."""
+    def token_id(self, factor: int | str, value: int, *, tag: bool = False) -> int:
+        """The token that says ``factor`` has ``value`` (``tag=True``: its plan tag)."""
         i = self.factor_index(factor)
         if not 0 <= value < self.factor_sizes[i]:
             raise ValueError(f"factor {self.factor_names[i]!r} must be in [0, {self.factor_sizes[i] - 1}], got {value}")
-        return int(self._offsets[i] + value)
+        if tag and not self.plan:
+            raise ValueError("plan tags exist only with the plan; build the world with KFactorTokens(K, plan=True)")
+        return int((self._plan_offsets if tag else self._offsets)[i] + value)
 
     def _render(self, factors: np.ndarray) -> np.ndarray:
-        n = len(factors)
-        out = np.empty((n, self.num_factors + 2), dtype=np.int64)
+        n, k = len(factors), self.num_factors
+        out = np.empty((n, self.length), dtype=np.int64)
         out[:, 0] = self.bos_id
-        out[:, 1:-1] = factors + self._offsets[None, :]
+        if self.plan:
+            out[:, 1 : k + 1] = factors + self._plan_offsets[None, :]
+            out[:, k + 1] = self.sep_id
+        out[:, -k - 1 : -1] = factors + self._offsets[None, :]
         out[:, -1] = self.eos_id
         return out
 
     def decode(self, tokens: np.ndarray | Sequence[int]) -> np.ndarray:
-        """Factors ``[n, K]`` back from token rows ``[n, K + 2]``; ValueError if a token is misplaced."""
+        """Factors ``[n, K]`` back from token rows ``[n, K + 2]`` (``[n, 2K + 3]`` with the plan,
+        read from the sentence); ValueError if a token is misplaced."""
         arr = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
-        if arr.shape[1] != self.num_factors + 2:
-            raise ValueError(f"token rows must have length {self.num_factors + 2}, got shape {arr.shape}")
-        values = arr[:, 1:-1] - self._offsets[None, :]
-        sizes = np.asarray(self.factor_sizes)[None, :]
-        bad = (values < 0) | (values >= sizes)
-        if bad.any() or (arr[:, 0] != self.bos_id).any() or (arr[:, -1] != self.eos_id).any():
+        if arr.shape[1] != self.length:
+            raise ValueError(f"token rows must have length {self.length}, got shape {arr.shape}")
+        k = self.num_factors
+        values = arr[:, -k - 1 : -1] - self._offsets[None, :]
+        bad = (values < 0) | (values >= np.asarray(self.factor_sizes)[None, :])
+        ends = (arr[:, 0] != self.bos_id) | (arr[:, -1] != self.eos_id)
+        if self.plan:
+            tags = arr[:, 1 : k + 1] - self._plan_offsets[None, :]
+            bad |= (tags < 0) | (tags >= np.asarray(self.factor_sizes)[None, :])
+            ends |= arr[:, k + 1] != self.sep_id
+        if bad.any() or ends.any():
             raise ValueError("tokens are not a well-formed K-factor sequence (wrong token for a position)")
         return values
+
+    def _row(self, tokens) -> list[int]:
+        """One row of ids as a list, cut after its first ``<eos>`` (generations carry padding)."""
+        if hasattr(tokens, "detach"):
+            tokens = tokens.detach().cpu().numpy()
+        ids = np.asarray(tokens)
+        if ids.ndim != 1:
+            raise TypeError(f"parse takes one row of token ids (1-D), got shape {ids.shape}")
+        ids = ids.astype(np.int64).tolist()
+        return ids[: ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
+
+    def _read(self, ids: Sequence[int], offsets: np.ndarray) -> dict[str, int] | None:
+        if len(ids) != self.num_factors:
+            return None
+        values = np.asarray(ids, dtype=np.int64) - offsets
+        if ((values < 0) | (values >= np.asarray(self.factor_sizes))).any():
+            return None
+        return {name: int(v) for name, v in zip(self.factor_names, values, strict=True)}
+
+    def parse(self, tokens) -> dict[str, int] | None:
+        """``{factor name: value}`` read from one row's sentence (a generation may carry padding
+        after ``<eos>``), or None when it is not a well-formed sentence (a token for the wrong
+        factor or position, a missing ``<eos>``). With the plan, the sentence is what follows the
+        first ``:``; the plan's tags are not read."""
+        ids = self._row(tokens)
+        if len(ids) < 2 or ids[0] != self.bos_id or ids[-1] != self.eos_id:
+            return None
+        body = ids[1:-1]
+        if self.plan:
+            if self.sep_id not in body:
+                return None
+            body = body[body.index(self.sep_id) + 1 :]
+        return self._read(body, self._offsets)
+
+    def parse_plan(self, tokens) -> dict[str, int] | None:
+        """The factors the plan asks for (``plan=True``), or None if the plan is malformed."""
+        if not self.plan:
+            raise ValueError("this KFactorTokens has no plan; build it with KFactorTokens(K, plan=True)")
+        ids = self._row(tokens)
+        k = self.num_factors
+        if len(ids) < k + 2 or ids[0] != self.bos_id or ids[k + 1] != self.sep_id:
+            return None
+        return self._read(ids[1 : k + 1], self._plan_offsets)

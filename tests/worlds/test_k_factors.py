@@ -100,6 +100,61 @@ def test_token_decode_rejects_misplaced_tokens() -> None:
         world.token_id(0, 4)
 
 
+@pytest.mark.parametrize("k", [2, 64])
+def test_planned_tokens_carry_each_factor_from_its_tag_to_its_token(k: int) -> None:
+    """With the plan, factor i is stated twice: its tag at position i + 1 and its token K + 1
+    positions later; the two never share an id, and parse / parse_plan read each part."""
+    world = KFactorTokens(k, plan=True)
+    assert world.vocab_size == 4 + 8 * k == len(world.vocab) == len(world.tokenizer)
+    assert world.max_length == 2 * k + 3 and world.vocab[world.sep_id] == ":"
+    base = world.sample_factors(1, 0)
+    tokens = world.render(base)
+    assert tokens.shape == (1, 2 * k + 3) and tokens[0, k + 1] == world.sep_id
+    np.testing.assert_array_equal(world.decode(tokens), base)
+    for i in range(k):
+        other = base.copy()
+        other[0, i] = (other[0, i] + 1) % 4
+        np.testing.assert_array_equal(np.flatnonzero(world.render(other)[0] != tokens[0]), [i + 1, i + k + 2])
+    tags = {world.token_id(i, v, tag=True) for i in range(k) for v in range(4)}
+    words = {world.token_id(i, v) for i in range(k) for v in range(4)}
+    assert len(tags) == len(words) == 4 * k and not tags & words
+    assert world.vocab[world.token_id(k - 1, 2, tag=True)] == f"#f{k - 1}=2"
+    want = {f"f{i}": int(v) for i, v in enumerate(base[0])}
+    assert world.parse(tokens[0]) == world.parse_plan(tokens[0]) == want
+    # a generation: padding after <eos> is ignored; the sentence is read, not the plan
+    padded = np.concatenate([tokens[0], [world.pad_id] * 3])
+    assert world.parse(padded) == want
+    off_plan = tokens[0].copy()
+    off_plan[1] = world.token_id(0, (base[0, 0] + 1) % 4, tag=True)
+    assert world.parse(off_plan) == want and world.parse_plan(off_plan)["f0"] == (base[0, 0] + 1) % 4
+
+
+def test_planned_tokens_reject_malformed_rows() -> None:
+    world = KFactorTokens(3, plan=True)
+    good = world.render([[0, 1, 2]])[0]
+    swapped = good.copy()
+    swapped[[5, 6]] = swapped[[6, 5]]  # two sentence tokens out of order
+    no_eos = good[:-1]
+    tag_in_sentence = good.copy()
+    tag_in_sentence[5] = world.token_id(0, 0, tag=True)
+    for row in (swapped, no_eos, tag_in_sentence, good[good != world.sep_id]):
+        assert world.parse(row) is None
+    with pytest.raises(ValueError, match="well-formed"):
+        world.decode(swapped[None])
+    bad_plan = good.copy()
+    bad_plan[1] = world.token_id(1, 0, tag=True)
+    assert world.parse_plan(bad_plan) is None and world.parse(bad_plan) == {"f0": 0, "f1": 1, "f2": 2}
+    with pytest.raises(ValueError, match="well-formed"):
+        world.decode(bad_plan[None])
+    with pytest.raises(TypeError, match="one row"):
+        world.parse(world.render([[0, 1, 2]]))
+    with pytest.raises(ValueError, match="no plan"):
+        KFactorTokens(3).parse_plan(KFactorTokens(3).render([[0, 1, 2]])[0])
+    with pytest.raises(ValueError, match="plan=True"):
+        KFactorTokens(3).token_id(0, 0, tag=True)
+    assert KFactorTokens(3).parse(KFactorTokens(3).render([[0, 1, 2]])[0]) == {"f0": 0, "f1": 1, "f2": 2}
+
+
 @pytest.mark.parametrize("encoding", ["intensity", "position"])
 @pytest.mark.parametrize("k", [2, 5, 16])
 def test_images_read_back_their_factors(k: int, encoding: str) -> None:

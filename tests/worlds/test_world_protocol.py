@@ -27,6 +27,7 @@ WORLD_FACTORIES = {
     "factor_language": FactorLanguage,
     "k_images": lambda: KFactorImages(5, 3),
     "k_tokens": lambda: KFactorTokens(4, [2, 3, 4, 5]),
+    "k_tokens_plan": lambda: KFactorTokens(4, [2, 3, 4, 5], plan=True),
 }
 
 
