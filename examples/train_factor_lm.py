@@ -60,6 +60,9 @@ def evaluate(model, world: FactorLanguage, n: int = 2000, seed: int = 1) -> dict
     return report
 
 
+ALL_ROWS = 1_000_000  # train on the whole factorial up to this many rows, else on sampled rows
+
+
 def train_lm(
     world: FactorLanguage,
     steps: int,
@@ -71,13 +74,17 @@ def train_lm(
 ):
     """The shipped recipe: a native TransformerBridge (:func:`model_fields`) trained on every
     sentence of ``world`` with AdamW, 200 warm-up steps then a cosine decay over ``steps``.
+    A world whose factorial has more than ``ALL_ROWS`` rows (the K-factor tokens at K ≥ 16) is
+    sampled instead: fresh uniform factor rows for every batch, from ``seed``.
     ``on_step(step, model, loss)`` is called after each optimiser step (1-based; the model in
     train mode). Returns ``(model in eval mode, fields, last loss, seconds)``."""
     from transformer_lens import TransformerBridge
 
     torch.manual_seed(seed)
-    tokens = torch.from_numpy(world.render(world.all_factors()))  # (22500, T) every sentence once
-    fields = model_fields(world.vocab_size, int(tokens.shape[1]), seed)
+    every = world.num_combinations <= ALL_ROWS
+    tokens = torch.from_numpy(world.render(world.all_factors())) if every else None  # (22500, T) every sentence once
+    rows = np.random.default_rng(seed)
+    fields = model_fields(world.vocab_size, int(world.max_length), seed)
     model = TransformerBridge.boot_native(bridge_config(fields))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -88,8 +95,10 @@ def train_lm(
     t0 = time.time()
     model.train()
     for step in range(steps):
-        idx = torch.randint(0, tokens.shape[0], (batch_size,), generator=g)
-        x = tokens[idx]
+        if every:
+            x = tokens[torch.randint(0, tokens.shape[0], (batch_size,), generator=g)]
+        else:
+            x = torch.from_numpy(world.render(world.sample_factors(batch_size, rows)))
         logits = model(x[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), ignore_index=pad)
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,48 @@
+"""benchmarks/capacity_lm.py: the LM half of the capacity study, tiny and end to end, resumed."""
+
+import json
+
+from benchmark_module import load_benchmark
+
+
+def _bench():
+    return load_benchmark("capacity_lm")
+
+
+def test_smoke_study_trains_a_host_fits_heads_steers_and_resumes(tmp_path):
+    bench = _bench()
+    args = ["--smoke", "--out", str(tmp_path / "out"), "--host-dir", str(tmp_path / "hosts")]
+    first = bench.main([*args, "--max-cells", "2"])
+    assert first["new_cells"] == 2
+    host = first["hosts"]["host/K2"]
+    assert host["loss_floor"] == round(2 * __import__("math").log(4) / 6, 4)  # the plan's entropy per token
+    assert 0 <= host["follows_plan"] <= 1 and (tmp_path / "hosts").is_dir()
+    second = bench.main(args)
+    assert second["new_cells"] == 1  # diff_means only: the two head cells are read back
+    cells = json.loads((tmp_path / "out" / "capacity_lm.json").read_text())["cells"]
+    assert set(cells) == {"prefix_tcvae/K2/s0", "prefix_vae/K2/s0", "diff_means/K2"}
+    head = cells["prefix_tcvae/K2/s0"]
+    assert head["latents"] == 2 * 2 + 4 and set(head["steering"]) == {"f0", "f1"}
+    assert head["at_floor"] == len(bench.at_floor(head["steering"]))
+    assert "| prefix_tcvae |" in (tmp_path / "out" / "capacity_lm.md").read_text()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out" / "capacity_lm.png").size == (640, 420)
+
+
+def test_floor_and_summary_known_answers():
+    bench = _bench()
+    steer = {"f0": [0.95, 0.0, 1.0], "f1": [0.95, 0.06, 1.0], "f2": [0.89, 0.0, 1.0], "f3": [0.9, 0.05, 0.9]}
+    assert bench.at_floor(steer) == ["f0", "f3"]
+    cells = {
+        bench.cell_key("prefix_tcvae", 4, s): {
+            "method": "prefix_tcvae", "K": 4, "at_floor": a, "onset_purity": p, "parse_rate": 1.0,
+            "mig_knobs": 0.5, "mig_raw": 0.25, "dci_knobs": 0.5, "seed": s,
+        }
+        for s, (a, p) in enumerate([(1, 0.9), (4, 0.99), (2, 0.5)])
+    }  # fmt: skip
+    s = bench.summarise(cells, ["prefix_tcvae", "diff_means"], [4])
+    row = s["prefix_tcvae"][4]
+    assert row["at_floor"] == {"mean": 7 / 3, "min": 1, "max": 4}
+    assert row["picked"] == {"seed": 1, "at_floor": 4, "onset_purity": 0.99}  # the purest restart, no labels
+    assert s["diff_means"][4] is None
