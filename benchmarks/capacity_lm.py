@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", default="0,1,2", help="head seeds (initial weights, batches, samples)")
     ap.add_argument("--values", type=int, default=4, help="values per factor")
     ap.add_argument("--hook", default="blocks.2.hook_resid_post")
-    ap.add_argument("--host-steps", type=int, default=2000)
+    ap.add_argument("--host-steps", type=int, default=3000)
     ap.add_argument("--host-batch", type=int, default=128)
     ap.add_argument("--host-lr", type=float, default=2e-3)
     ap.add_argument("--host-seed", type=int, default=0)
