@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmark_module import load_benchmark
 
 
@@ -46,3 +48,19 @@ def test_floor_and_summary_known_answers():
     assert row["at_floor"] == {"mean": 7 / 3, "min": 1, "max": 4}
     assert row["picked"] == {"seed": 1, "at_floor": 4, "onset_purity": 0.99}  # the purest restart, no labels
     assert s["diff_means"][4] is None
+
+
+@pytest.mark.slow
+def test_two_factor_host_follows_its_plan_and_a_prefix_head_steers_both_factors(tmp_path):
+    """The study's K = 2 cells at the full setting (~3 minutes): the host writes what its plan
+    says, difference of means steers both factors, and a β-TCVAE prefix head fitted without
+    labels does too for one of two seeds (the study's three seeds: 2, 2 and 0 of 2)."""
+    bench = _bench()
+    out = bench.main(
+        ["--ks", "2", "--seeds", "0,1", "--methods", "prefix_tcvae,diff_means", "--out", str(tmp_path / "o"),
+         "--host-dir", str(tmp_path / "h")]
+    )  # fmt: skip
+    assert out["hosts"]["host/K2"]["follows_plan"] >= 0.95
+    cells = out["cells"]
+    assert cells["diff_means/K2"]["at_floor"] == 2
+    assert max(cells[f"prefix_tcvae/K2/s{s}"]["at_floor"] for s in (0, 1)) == 2
