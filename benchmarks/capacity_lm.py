@@ -11,7 +11,8 @@ For each K in ``--ks``:
   (``heads/sequence.py``, the method that steers the factor LM at ``blocks.1``/``blocks.2``) with
   ``--latents-per-factor`` × K + 4 latents, one fit per seed, for each objective in ``--methods``:
   ``prefix_tcvae`` (β-TCVAE's decomposition, β = 4: the default head) and ``prefix_vae`` (β = 1:
-  the plain ELBO). The prefix head has no FactorVAE or JointVAE form: those objectives are in the
+  the plain ELBO). Each step sees ``--seqs-per-step`` whole sequences at every K (the head's TC is
+  estimated over a batch's sequences: a fixed batch of vectors would shrink it as K grows). The prefix head has no FactorVAE or JointVAE form: those objectives are in the
   image half only. Knobs are found without labels (``find_knobs``: latents grouped by shared
   onset), then named by labels (``knob_targets``) for scoring only.
 - **Scores.** Set-to-value steering on every position (``evaluate_steering``: ``--n-steer``
@@ -166,9 +167,10 @@ def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
         **METHODS[method],
     )
     heads: list[Any] = []
-    _, rows = fit_prefix_code_restarts(
-        cfg, acts, cond, mask, PrefixFitConfig(steps=args.head_steps, seed=seed), 1, held=ctx.held, keep=heads
-    )
+    # a fixed number of sequences per step at every K: the code's TC is estimated over the batch's
+    # sequences, and a fixed batch of vectors would hold ever fewer of them as K grows
+    fit = PrefixFitConfig(steps=args.head_steps, batch_size=args.seqs_per_step * acts.shape[1], seed=seed)
+    _, rows = fit_prefix_code_restarts(cfg, acts, cond, mask, fit, 1, held=ctx.held, keep=heads)
     head, row = heads[0], rows[0]
     fit_s = time.time() - t0
     codes = head.codes(*ctx.held)
@@ -239,7 +241,7 @@ def run_reference(ctx: Context, args) -> dict[str, Any]:
     }
 
 
-SETTING = ("hook", "values", "host_steps", "head_steps", "n_train", "n_steer", "latents_per_factor")
+SETTING = ("hook", "values", "host_steps", "head_steps", "seqs_per_step", "n_train", "n_steer", "latents_per_factor")
 
 
 def _setting(args) -> dict[str, Any]:
@@ -320,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--host-eval", type=int, default=1000, help="host samples scored for parse rate / follows plan")
     ap.add_argument("--host-dir", default="runs/capacity_lm_hosts", help="trained hosts, reused within a session")
     ap.add_argument("--head-steps", type=int, default=3000)
+    ap.add_argument("--seqs-per-step", type=int, default=32, help="head batch: sequences per step (× length vectors)")
     ap.add_argument("--latents-per-factor", type=int, default=2)
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=1000)
@@ -372,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     other = len(state["cells"]) - len(same)
     note = (
         f"\nSettings: hook {args.hook}, {args.values} values per factor, hosts {args.host_steps} steps, heads "
-        f"{args.head_steps} steps on {args.n_train} sequences, {args.n_steer} steered generations per factor value; "
+        f"{args.head_steps} steps of {args.seqs_per_step} of {args.n_train} sequences, {args.n_steer} steered generations per factor value; "
         f"{other} cell(s) at other settings are in capacity_lm.json and not in this table.\n"
     )
     (out / "capacity_lm.md").write_text(markdown(summary, state["hosts"], ks) + note)
