@@ -42,3 +42,16 @@ def hf_bridge(tmp_path_factory):
     )
     transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
     return load_transformer(str(path), device="cpu").eval()
+
+
+@pytest.fixture
+def one_thread():
+    """The test body on one intra-op thread, as the torchrun workers run: a reference fitted with
+    another thread count may split its matrix products differently (AVX-512 kernels do at 2
+    threads), which no data-parallel code can be asked to reproduce bit for bit."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -41,12 +41,36 @@ def stats_data() -> torch.Tensor:
     return 1e3 + torch.randn(301, 5, generator=g, dtype=torch.float64) * torch.arange(1, 6, dtype=torch.float64)
 
 
+# Adam's ε for these fits. At the default 1e-8 a step moves a weight by lr·g/(|g| + ε): where a
+# gradient is the rounding residue of terms that cancel (an InfoGAN generator weight whose ReLU unit
+# is barely active had g = −2.5e-8 at step 0), a change of summation order, which splitting a batch
+# over ranks is, moves that weight by up to lr. At 1e-4 a step is Lipschitz in g with constant lr/ε,
+# so "equal to float rounding" is a claim the data-parallel fit can be held to.
+ADAM_EPS = 1e-4
+
+
+def _with_adam_eps(model: nn.Module) -> nn.Module:
+    configure = model.configure_optimizers
+
+    def configure_optimizers(lr: float) -> dict[str, torch.optim.Optimizer]:
+        optimizers = configure(lr)
+        for opt in optimizers.values():
+            assert isinstance(opt, torch.optim.Adam), type(opt)
+            for group in opt.param_groups:
+                group["eps"] = ADAM_EPS
+        return optimizers
+
+    model.configure_optimizers = configure_optimizers
+    return model
+
+
 def make(kind: str) -> nn.Module:
     from probe_disentangle.heads import InfoGANHead, InfoGANHeadConfig, VAEHead, VAEHeadConfig
 
     torch.manual_seed(0)
     if kind == "infogan":
-        return InfoGANHead(InfoGANHeadConfig(d_in=D, noise_dim=3, categorical=[3], continuous=1, hidden=16, depth=1))
+        cfg = InfoGANHeadConfig(d_in=D, noise_dim=3, categorical=[3], continuous=1, hidden=16, depth=1)
+        return _with_adam_eps(InfoGANHead(cfg))
     args = {
         "beta_vae": {"beta": 4.0},
         "factor_vae": {"gamma": 6.0, "disc_hidden": 16, "disc_depth": 2},
@@ -54,7 +78,9 @@ def make(kind: str) -> nn.Module:
         "dip_vae": {"lambda_od": 5.0},
         "capacity": {"gamma": 50.0, "c_max": 5.0, "c_steps": 8},
     }[kind]
-    return VAEHead(VAEHeadConfig(d_in=D, latent_dim=3, hidden=16, depth=1, objective=kind, objective_args=args))
+    return _with_adam_eps(
+        VAEHead(VAEHeadConfig(d_in=D, latent_dim=3, hidden=16, depth=1, objective=kind, objective_args=args))
+    )
 
 
 def config(**kw):

@@ -31,7 +31,7 @@ def run(tmp_path_factory):
     return out
 
 
-def test_each_rank_trains_its_hooks_and_every_probe_equals_the_single_process_fit(run):
+def test_each_rank_trains_its_hooks_and_every_probe_equals_the_single_process_fit(run, one_thread):
     host = worker.Host().eval()
     single = fit_probes(host, worker.HEADS, worker.batches(), worker.train(), **worker.FIT)
     ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
