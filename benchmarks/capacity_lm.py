@@ -120,8 +120,13 @@ def cell_key(method: str, k: int, seed: int | None) -> str:
     return f"{method}/K{k}" + ("" if seed is None else f"/s{seed}")
 
 
+def _pce():
+    return _module("prefix_code_eval", ROOT / "benchmarks" / "prefix_code_eval.py")
+
+
 def _steering_cells(st: dict[str, Any], names: Sequence[str]) -> dict[str, list[float]]:
-    return {n: [round(st[n]["success"], 4), round(st[n]["leakage"], 4), round(st[n]["parse_rate"], 4)] for n in names}
+    """prefix_code_eval's [success, leakage, parse rate] per factor, rounded to 4 places for the JSON."""
+    return {n: [round(v, 4) for v in cell] for n, cell in _pce().steering_cells(st, names).items()}
 
 
 def at_floor(cells: dict[str, list[float]]) -> list[str]:
@@ -146,8 +151,7 @@ class Context:
 def _mig_dci(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int, stages: int) -> tuple[float, float]:
     """Mean per-factor MIG of ``codes_at[j]`` (codes where each sentence first writes factor j)
     and the DCI disentanglement of the same codes (prefix_code_eval's scores)."""
-    pce = _module("prefix_code_eval", ROOT / "benchmarks" / "prefix_code_eval.py")
-    mig, dci = pce.mig_dci_first_written(codes_at, factors, seed, stages)
+    mig, dci = _pce().mig_dci_first_written(codes_at, factors, seed, stages)
     return float(np.mean(mig)), float(dci["disentanglement"])
 
 
