@@ -155,6 +155,21 @@ def _mig_dci(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int, sta
     return float(np.mean(mig)), float(dci["disentanglement"])
 
 
+def decodable(z: np.ndarray, factors: np.ndarray, names: Sequence[str], seed: int) -> dict[str, float]:
+    """Per factor, the held-out accuracy of a logistic regression from the standardised codes
+    (fitted on the first 3/4 of the rows): whether the head's code holds the factor at all, which
+    tells a factor the head never encoded from one it encoded but cannot steer."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = (z - z.mean(0)) / (z.std(0) + 1e-8)
+    n = len(x) * 3 // 4
+    out = {}
+    for j, name in enumerate(names):
+        clf = LogisticRegression(max_iter=1000, random_state=seed).fit(x[:n], factors[:n, j])
+        out[name] = round(float(clf.score(x[n:], factors[n:, j])), 4)
+    return out
+
+
 def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
     """Fit one prefix-code head, find its knobs without labels, name them, steer and score."""
     t0 = time.time()
@@ -209,6 +224,7 @@ def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
         "dci_knobs": dci_knob,
         "dci_raw": dci_raw,
         "steering": cells,
+        "decodable": decodable(z, ctx.f_eval, names, seed),  # from the sequence's final code
         "at_floor": len(at_floor(cells)),
         "parse_rate": float(np.mean([c[2] for c in cells.values()])),
         "fit_seconds": round(fit_s, 1),

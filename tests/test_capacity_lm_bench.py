@@ -25,10 +25,23 @@ def test_smoke_study_trains_a_host_fits_heads_steers_and_resumes(tmp_path):
     head = cells["prefix_tcvae/K2/s0"]
     assert head["latents"] == 2 * 2 + 4 and set(head["steering"]) == {"f0", "f1"}
     assert head["at_floor"] == len(bench.at_floor(head["steering"]))
+    assert set(head["decodable"]) == {"f0", "f1"} and all(0 <= a <= 1 for a in head["decodable"].values())
     assert "| prefix_tcvae |" in (tmp_path / "out" / "capacity_lm.md").read_text()
     from PIL import Image
 
     assert Image.open(tmp_path / "out" / "capacity_lm.png").size == (640, 420)
+
+
+def test_decodable_tells_an_encoded_factor_from_an_absent_one():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 4, (800, 3))
+    # f0 written on one code dimension (with noise), f1 spread over two, f2 nowhere
+    z = np.c_[f[:, 0] + 0.05 * rng.normal(size=800), f[:, 1] + rng.normal(size=800) * 0.1, rng.normal(size=800)]
+    z[:, 1], z[:, 2] = z[:, 1] + z[:, 2], z[:, 1] - z[:, 2]
+    acc = _bench().decodable(z, f, ["f0", "f1", "f2"], seed=0)
+    assert acc["f0"] == 1.0 and acc["f1"] >= 0.95 and acc["f2"] <= 0.35  # chance is 0.25
 
 
 def test_floor_and_summary_known_answers():
