@@ -183,6 +183,7 @@ def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
         n_pos=acts.shape[1],
         latent_dim=args.latents_per_factor * k + 4,
         centre="token_position" if table <= MAX_TABLE else "position",
+        recon_weight=args.recon_weight,
         **METHODS[method],
     )
     heads: list[Any] = []
@@ -261,7 +262,15 @@ def run_reference(ctx: Context, args) -> dict[str, Any]:
     }
 
 
-SETTING = ("hook", "values", "host_steps", "head_steps", "seqs_per_step", "n_train", "n_steer", "latents_per_factor")
+SETTING = (
+    "hook", "values", "host_steps", "head_steps", "seqs_per_step", "n_train", "n_steer", "latents_per_factor",
+    "recon_weight",
+)  # fmt: skip
+ADDED_LATER = {"recon_weight": 1.0}  # settings added after the first cells, which ran at these values
+
+
+def same_setting(cell: dict[str, Any], setting: dict[str, Any]) -> bool:
+    return all(cell.get(n, ADDED_LATER.get(n)) == v for n, v in setting.items())
 
 
 def _setting(args) -> dict[str, Any]:
@@ -344,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--head-steps", type=int, default=3000)
     ap.add_argument("--seqs-per-step", type=int, default=32, help="head batch: sequences per step (× length vectors)")
     ap.add_argument("--latents-per-factor", type=int, default=2)
+    ap.add_argument(
+        "--recon-weight", type=float, default=1.0, help="the head's 1/σ²: what a latent's reconstruction gain is worth"
+    )
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-steer", type=int, default=20, help="generations per factor value")
@@ -378,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for m, s in todo:
             key = cell_key(m, k, s)
             old = state["cells"].get(key)
-            if old is not None and all(old.get(n) == v for n, v in setting.items()):
+            if old is not None and same_setting(old, setting):
                 continue
             if args.report_only or (args.max_cells and new >= args.max_cells):
                 break
@@ -390,12 +402,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             new += 1
             atomic_write_json(path, state)
             print(f"{key}: {cell['at_floor']} of {k} factors at the floor ({cell['seconds']} s)", flush=True)
-    same = {key: c for key, c in state["cells"].items() if all(c.get(n) == v for n, v in setting.items())}
+    same = {key: c for key, c in state["cells"].items() if same_setting(c, setting)}
     summary = summarise(same, methods, ks)
     other = len(state["cells"]) - len(same)
     note = (
         f"\nSettings: hook {args.hook}, {args.values} values per factor, hosts {args.host_steps} steps, heads "
-        f"{args.head_steps} steps of {args.seqs_per_step} of {args.n_train} sequences, {args.n_steer} steered generations per factor value; "
+        f"{args.head_steps} steps of {args.seqs_per_step} of {args.n_train} sequences, {args.n_steer} steered generations per factor value, "
+        f"{args.latents_per_factor} latents per factor, reconstruction weight {args.recon_weight}; "
         f"{other} cell(s) at other settings are in capacity_lm.json and not in this table.\n"
     )
     (out / "capacity_lm.md").write_text(markdown(summary, state["hosts"], ks) + note)

@@ -44,6 +44,14 @@ def test_decodable_tells_an_encoded_factor_from_an_absent_one():
     assert acc["f0"] == 1.0 and acc["f1"] >= 0.95 and acc["f2"] <= 0.35  # chance is 0.25
 
 
+def test_a_cell_from_before_a_setting_existed_ran_at_its_default():
+    bench = _bench()
+    setting = {"head_steps": 3000, "recon_weight": 1.0}
+    assert bench.same_setting({"head_steps": 3000}, setting)
+    assert not bench.same_setting({"head_steps": 3000}, {**setting, "recon_weight": 4.0})
+    assert not bench.same_setting({"head_steps": 6000, "recon_weight": 1.0}, setting)
+
+
 def test_floor_and_summary_known_answers():
     bench = _bench()
     steer = {"f0": [0.95, 0.0, 1.0], "f1": [0.95, 0.06, 1.0], "f2": [0.89, 0.0, 1.0], "f3": [0.9, 0.05, 0.9]}
