@@ -1,0 +1,168 @@
+"""What each factor of a K-factor host is worth to a prefix-code head's reconstruction.
+
+The capacity study's heads (``benchmarks/capacity_lm.py``) leave the plan's last factors unencoded
+at K ≥ 16. This asks the host why. The head reconstructs every position's vector, centred per
+(token, position) and scaled per position, so a factor is worth to it about the share of each
+position's centred variance that the factor's value explains, summed over positions:
+
+    gain_j = Σ_t  Σ_v n_v ‖mean(c_t | f_j = v)‖² / Σ_i ‖c_{i,t}‖²,   c = a − mean(a | token, position)
+
+It also counts the positions where f_j explains more than 1 %, and, as a check that the host
+carries every factor at all, the held-out accuracy of a logistic regression reading f_j from the
+vector at the position that predicts the sentence's word j (at every block's output).
+
+    python benchmarks/capacity_lm_factor_gain.py --ks 16,32 --out benchmarks/studies/capacity_lm
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _capacity_lm():
+    if "capacity_lm" in sys.modules:
+        return sys.modules["capacity_lm"]
+    spec = importlib.util.spec_from_file_location("capacity_lm", ROOT / "benchmarks" / "capacity_lm.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["capacity_lm"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def factor_gain(
+    acts: np.ndarray, tokens: np.ndarray, factors: np.ndarray, values: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(gain [K], share [K, T]): per factor, the share of each position's (token, position)-centred
+    variance its value explains (between-value over total), and that share summed over positions."""
+    a = np.asarray(acts, dtype=np.float64)
+    n, t_len, _ = a.shape
+    c = np.empty_like(a)
+    for t in range(t_len):
+        _, inv = np.unique(tokens[:, t], return_inverse=True)
+        sums = np.zeros((inv.max() + 1, a.shape[2]))
+        np.add.at(sums, inv, a[:, t])
+        c[:, t] = a[:, t] - (sums / np.bincount(inv)[:, None])[inv]
+    total = np.maximum((c**2).sum(axis=(0, 2)), 1e-12)  # [T]
+    share = np.zeros((factors.shape[1], t_len))
+    for j in range(factors.shape[1]):
+        for v in range(values):
+            m = factors[:, j] == v
+            if m.any():
+                share[j] += m.sum() * (c[m].mean(0) ** 2).sum(-1)
+    share /= total
+    return share.sum(1), share
+
+
+def carried(adapter, world, factors: np.ndarray, layers: int, seed: int = 0) -> dict[str, list[float]]:
+    """Per block output and factor j: held-out accuracy (last quarter) of a logistic regression
+    reading f_j from the vector at the position that predicts the sentence's word j."""
+    from sklearn.linear_model import LogisticRegression
+
+    from probe_disentangle.steering.sequence import read_world_sequences
+
+    k = world.num_factors
+    n = len(factors) * 3 // 4
+    out = {}
+    for layer in range(layers):
+        hook = f"blocks.{layer}.hook_resid_post"
+        acts = read_world_sequences(adapter, hook, world, factors)[0].numpy()
+        row = []
+        for j in range(k):
+            x = acts[:, k + 1 + j]
+            x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+            clf = LogisticRegression(max_iter=500, random_state=seed).fit(x[:n], factors[:n, j])
+            row.append(round(float(clf.score(x[n:], factors[n:, j])), 3))
+        out[hook] = row
+    return out
+
+
+def encoded(cells: dict[str, dict], k: int, threshold: float = 0.9) -> dict[str, list[int]]:
+    """Per head cell of the study at K: the factors its final code holds (``decodable`` ≥ threshold)."""
+    return {
+        key: [int(n[1:]) for n, acc in c["decodable"].items() if acc >= threshold]
+        for key, c in sorted(cells.items())
+        if c.get("K") == k and "decodable" in c
+    }
+
+
+def run(k: int, args) -> dict[str, Any]:
+    from probe_disentangle.adapters import attach
+    from probe_disentangle.steering.sequence import read_world_sequences
+
+    cl = _capacity_lm()
+    model, world, _ = cl.host_for(k, args)
+    adapter = attach(model)
+    f = world.sample_factors(args.n, np.random.default_rng(args.data_seed))
+    acts, cond, _ = read_world_sequences(adapter, args.hook, world, f)
+    gain, share = factor_gain(acts.numpy(), cond[..., 0].numpy(), f, args.values)
+    return {
+        "K": k,
+        "hook": args.hook,
+        "n": args.n,
+        "gain": [round(float(g), 3) for g in gain],
+        "positions_over_1pct": [int(x) for x in (share > 0.01).sum(1)],
+        "carried": carried(adapter, world, f[: args.n_carry], int(model.cfg.n_layers)),
+    }
+
+
+def markdown(results: dict[str, dict], study_cells: dict[str, dict]) -> str:
+    lines = []
+    for r in results.values():
+        k = r["K"]
+        lines += [f"**K = {k}** (`{r['hook']}`, {r['n']} sequences)", ""]
+        lines += ["| factor | " + " | ".join(f"f{j}" for j in range(k)) + " |", "|---|" + "---|" * k]
+        lines.append("| gain | " + " | ".join(f"{g:.2f}" for g in r["gain"]) + " |")
+        lines.append("| positions > 1 % | " + " | ".join(str(p) for p in r["positions_over_1pct"]) + " |")
+        worst = [min(acc[j] for acc in r["carried"].values()) for j in range(k)]
+        lines.append("| carried (min over blocks) | " + " | ".join(f"{w:.2f}" for w in worst) + " |")
+        for key, js in encoded(study_cells, k).items():
+            lines.append(f"| encoded: {key} | " + " | ".join("✓" if j in js else "·" for j in range(k)) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", default="16,32")
+    ap.add_argument("--values", type=int, default=4)
+    ap.add_argument("--hook", default="blocks.2.hook_resid_post")
+    ap.add_argument("--host-steps", type=int, default=3000)
+    ap.add_argument("--host-batch", type=int, default=128)
+    ap.add_argument("--host-lr", type=float, default=2e-3)
+    ap.add_argument("--host-seed", type=int, default=0)
+    ap.add_argument("--host-eval", type=int, default=1000)
+    ap.add_argument("--host-dir", default="runs/capacity_lm_hosts")
+    ap.add_argument("--n", type=int, default=4000, help="sequences for the gains")
+    ap.add_argument("--n-carry", type=int, default=3000, help="sequences for the carried check")
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--cells", nargs="*", default=[], help="capacity_lm.json files whose cells' decodable to show")
+    ap.add_argument("--out", default="benchmarks/studies/capacity_lm")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {f"K{k}": run(int(k), args) for k in args.ks.split(",")}
+    cells: dict[str, dict] = {}
+    for path in args.cells:
+        tag = Path(path).parent.name
+        cells.update({f"{tag}:{key}": c for key, c in json.loads(Path(path).read_text())["cells"].items()})
+    from probe_disentangle.io import atomic_write_json
+
+    atomic_write_json(out / "factor_gain.json", results)
+    text = markdown(results, cells)
+    (out / "factor_gain.md").write_text(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
