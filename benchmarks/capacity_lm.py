@@ -37,7 +37,6 @@ against K).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -58,25 +57,17 @@ from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.k_factors import KFactorTokens
 from probe_disentangle.zoo import load_native_lm, save_native_lm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _scripts import script  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"prefix_tcvae": {"beta": 4.0}, "prefix_vae": {"beta": 1.0}}
 REFERENCE = "diff_means"  # supervised, one cell per K (no seed: nothing random in it)
 FLOOR = {"success": 0.9, "leakage": 0.05}
 
 
-def _module(name: str, path: Path):
-    """A script outside the package (benchmarks/ and examples/ are not packages), imported by path."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def recipe():
-    return _module("train_factor_lm", ROOT / "examples" / "train_factor_lm.py")
+    return script("train_factor_lm", "examples")
 
 
 def world_for(k: int, values: int) -> KFactorTokens:
@@ -121,7 +112,7 @@ def cell_key(method: str, k: int, seed: int | None) -> str:
 
 
 def _pce():
-    return _module("prefix_code_eval", ROOT / "benchmarks" / "prefix_code_eval.py")
+    return script("prefix_code_eval")
 
 
 def _steering_cells(st: dict[str, Any], names: Sequence[str]) -> dict[str, list[float]]:

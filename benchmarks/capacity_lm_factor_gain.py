@@ -17,7 +17,6 @@ vector at the position that predicts the sentence's word j (at every block's out
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -26,17 +25,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _scripts import script  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _capacity_lm():
-    if "capacity_lm" in sys.modules:
-        return sys.modules["capacity_lm"]
-    spec = importlib.util.spec_from_file_location("capacity_lm", ROOT / "benchmarks" / "capacity_lm.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["capacity_lm"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def factor_gain(
@@ -99,7 +91,7 @@ def run(k: int, args) -> dict[str, Any]:
     from probe_disentangle.adapters import attach
     from probe_disentangle.steering.sequence import read_world_sequences
 
-    cl = _capacity_lm()
+    cl = script("capacity_lm")
     model, world, _ = cl.host_for(k, args)
     adapter = attach(model)
     f = world.sample_factors(args.n, np.random.default_rng(args.data_seed))

@@ -36,8 +36,8 @@ Writes ``developmental.json``, ``developmental.md`` (table) and ``developmental.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,16 +56,11 @@ from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.factor_language import FactorLanguage
 from probe_disentangle.zoo import load_native_lm, save_native_lm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _scripts import script  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS_AT = (5, 10, 20, 35, 50, 75, 100, 150, 200, 350, 500, 1000, 2000, 3000)
-
-
-def _recipe():
-    """examples/train_factor_lm.py, imported by path (its model fields and schedule are the recipe)."""
-    spec = importlib.util.spec_from_file_location("train_factor_lm", ROOT / "examples" / "train_factor_lm.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def train(out: Path, at: Sequence[int], seed: int, batch_size: int = 128, lr: float = 2e-3, log=print) -> list[Path]:
@@ -75,7 +70,7 @@ def train(out: Path, at: Sequence[int], seed: int, batch_size: int = 128, lr: fl
     folders = [out / f"step_{s:05d}" for s in at]
     if all((f / "config.json").is_file() for f in folders):
         return folders
-    recipe = _recipe()
+    recipe = script("train_factor_lm", "examples")
     world = FactorLanguage(plan=True)
     fields = recipe.model_fields(world.vocab_size, int(world.render(world.all_factors()[:1]).shape[1]), seed)
     steps = max(at)

@@ -14,7 +14,6 @@ one-process probe bit for bit (CPU). Prints a table and writes JSON
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,14 +23,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _scripts import script  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _multi_hook():
-    spec = importlib.util.spec_from_file_location("multi_hook_bench", ROOT / "benchmarks" / "multi_hook.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def worker(args) -> None:
@@ -39,7 +34,7 @@ def worker(args) -> None:
     from probe_disentangle import TrainConfig, distributed, fit_probes
 
     torch.set_num_threads(1)
-    mh = _multi_hook()
+    mh = script("multi_hook")
     model, vocab, seq, layers = mh.build_host(args.host, args.device, torch.float32)
     g = torch.Generator().manual_seed(0)
     data = [torch.randint(3, vocab, (args.batch, seq), generator=g) for _ in range(args.batches)]
@@ -109,7 +104,7 @@ def main() -> None:
         return worker(args)
     import tempfile
 
-    mh = _multi_hook()
+    mh = script("multi_hook")
     _, _, seq, layers = mh.build_host(args.host, "cpu", torch.float32)
     hooks = mh.spread_hooks(args.hooks, layers)
     tokens = args.batch * seq * args.batches

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import sys
 import time
@@ -56,19 +55,11 @@ from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefi
 from probe_disentangle.hosts import load_host
 from probe_disentangle.steering.knobs import find_knobs, knob_targets
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _scripts import script  # noqa: E402
+
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
 NAMES_AT_FLOOR = {"cause": 0.9, "isolate": 0.95}
-
-
-def _script(name: str):
-    """Another script of ``benchmarks/`` as a module (benchmarks/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ------------------------------------------------------------------ scores shared by the rows
@@ -76,7 +67,7 @@ def _script(name: str):
 
 def mig_dci_first_written(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int, stages: int):
     """Per-factor MIG of ``codes_at[j]`` (codes where each sentence first writes factor j) and DCI."""
-    study, sae_bench = _script("per_token_heads"), _script("sae_baseline")
+    study, sae_bench = script("per_token_heads"), script("sae_baseline")
     mig = [float(study.per_factor_mig(np.asarray(c, dtype=np.float64), factors)[j]) for j, c in enumerate(codes_at)]
     return mig, sae_bench.dci_first_written([np.asarray(c, dtype=np.float64) for c in codes_at], factors, seed, stages)
 
@@ -124,7 +115,7 @@ def pca_interchanger(adapter, hook: str, mean_p: Tensor, basis: dict[int, Tensor
 
 
 def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
-    study = _script("per_token_heads")
+    study = script("per_token_heads")
     names, sizes, pad = list(world.factor_names), list(world.factor_sizes), world.tokenizer.pad_id
     adapter = attach(model)
     rng = np.random.default_rng(args.seed)
@@ -269,7 +260,7 @@ def run_hook(args, model, world, hook: str, log=print) -> dict[str, Any]:
 
     # ---- a SAELens TopK SAE, position by position
     if args.sae:
-        sae_bench = _script("sae_baseline")
+        sae_bench = script("sae_baseline")
         flat = acts[mask].float()
         t1 = time.perf_counter()
         sae = steering.train_sae(

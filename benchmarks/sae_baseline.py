@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import sys
 import time
@@ -47,18 +46,10 @@ from probe_disentangle.adapters import attach
 from probe_disentangle.metrics import dci_scores_from_importance
 from probe_disentangle.metrics._utils import HistGradientBoosting
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _scripts import script  # noqa: E402
+
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
-
-
-def _study():
-    """benchmarks/per_token_heads.py, imported by path (benchmarks/ is not a package)."""
-    if "per_token_heads" in sys.modules:
-        return sys.modules["per_token_heads"]
-    spec = importlib.util.spec_from_file_location("per_token_heads", Path(__file__).with_name("per_token_heads.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["per_token_heads"] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @dataclass
@@ -148,7 +139,7 @@ def dci_first_written(
 
 
 def run_hook(cfg: Config, model, world, hook: str, log=print) -> dict[str, Any]:
-    study = _study()
+    study = script("per_token_heads")
     names, sizes = list(world.factor_names), list(world.factor_sizes)
     adapter = attach(model, hook)
     rng = np.random.default_rng(cfg.seed)

@@ -24,8 +24,6 @@ Writes ``benchmarks/studies/supervision_ladder/ladder_<layer>.json`` and ``.md``
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,17 +37,6 @@ from probe_disentangle.adapters import attach
 from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
 from probe_disentangle.hosts import load_host
 from probe_disentangle.io import atomic_write_json
-
-
-def _per_token_heads():
-    """benchmarks/per_token_heads.py (its one-factor pairs), imported by path."""
-    if "per_token_heads" in sys.modules:
-        return sys.modules["per_token_heads"]
-    spec = importlib.util.spec_from_file_location("per_token_heads", Path(__file__).with_name("per_token_heads.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["per_token_heads"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def labelled_subset(factors: np.ndarray, sizes: Sequence[int], k: int, seed: int) -> np.ndarray:
