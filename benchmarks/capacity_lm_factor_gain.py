@@ -115,8 +115,8 @@ def markdown(results: dict[str, dict], study_cells: dict[str, dict]) -> str:
         lines += ["| factor | " + " | ".join(f"f{j}" for j in range(k)) + " |", "|---|" + "---|" * k]
         lines.append("| gain | " + " | ".join(f"{g:.2f}" for g in r["gain"]) + " |")
         lines.append("| positions > 1 % | " + " | ".join(str(p) for p in r["positions_over_1pct"]) + " |")
-        worst = [min(acc[j] for acc in r["carried"].values()) for j in range(k)]
-        lines.append("| carried (min over blocks) | " + " | ".join(f"{w:.2f}" for w in worst) + " |")
+        at = r["carried"][r["hook"]]
+        lines.append(f"| carried at `{r['hook']}` | " + " | ".join(f"{a:.2f}" for a in at) + " |")
         for key, js in encoded(study_cells, k).items():
             lines.append(f"| encoded: {key} | " + " | ".join("✓" if j in js else "·" for j in range(k)) + " |")
         lines.append("")
