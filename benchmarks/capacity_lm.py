@@ -49,6 +49,7 @@ import torch
 
 from probe_disentangle import steering
 from probe_disentangle.adapters import attach
+from probe_disentangle.demo import _linear_probe_accuracy
 from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
 from probe_disentangle.heads.sequence import MAX_TABLE
 from probe_disentangle.io import atomic_write_json
@@ -147,18 +148,11 @@ def _mig_dci(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int, sta
 
 
 def decodable(z: np.ndarray, factors: np.ndarray, names: Sequence[str], seed: int) -> dict[str, float]:
-    """Per factor, the held-out accuracy of a logistic regression from the standardised codes
-    (fitted on the first 3/4 of the rows): whether the head's code holds the factor at all, which
-    tells a factor the head never encoded from one it encoded but cannot steer."""
-    from sklearn.linear_model import LogisticRegression
-
+    """Per factor, the held-out accuracy of the demo's linear probe (a logistic regression fitted on
+    the first 3/4 of the rows) on the standardised codes: whether the head's code holds the factor
+    at all, which tells a factor the head never encoded from one it encoded but cannot steer."""
     x = (z - z.mean(0)) / (z.std(0) + 1e-8)
-    n = len(x) * 3 // 4
-    out = {}
-    for j, name in enumerate(names):
-        clf = LogisticRegression(max_iter=1000, random_state=seed).fit(x[:n], factors[:n, j])
-        out[name] = round(float(clf.score(x[n:], factors[n:, j])), 4)
-    return out
+    return {n: round(acc, 4) for n, acc in _linear_probe_accuracy(x, factors, names, seed).items()}
 
 
 def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
