@@ -35,6 +35,7 @@ to end decayed before its export; the next segment warms up to the full LR again
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -51,6 +52,7 @@ from probe_disentangle.diffusion import (
     DDPMModel,
     SpriteImageStream,
     ddim_sample,
+    deepen_unet,
     export_pipeline,
     load_ddpm_pipeline,
 )
@@ -58,7 +60,9 @@ from probe_disentangle.train import TrainConfig, Trainer
 from probe_disentangle.worlds.sprites import ColourSprites
 
 # the recipe (chosen by benchmarks/ddpm_train_speed.py: the smallest candidate, 4.3 MB, ~40 images/s
-# on one CPU thread; (64, 64, 128) and (32, 64, 128) × 2 layers train at about half that)
+# on one CPU thread; (64, 64, 128) and (32, 64, 128) × 2 layers train at about half that). The first
+# 28k steps ran at layers_per_block=1 and plateaued at 0.85 valid; --layers-per-block 2 with
+# --init-from grows that model (diffusion.deepen_unet: the same function to start with).
 MODEL = DDPMConfig(block_out_channels=(32, 64, 64), layers_per_block=1, attention=True, ema_decay=0.999)
 
 
@@ -87,6 +91,12 @@ def init_from(model: DDPMModel, folder: str, out: str) -> None:
     """Start ``model`` (trained and EMA weights) from an exported pipeline folder's UNet, and note
     the folder's training segments in ``out`` so the export continues the list."""
     unet = load_ddpm_pipeline(folder).unet
+    have, want = unet.config.layers_per_block, model.config.layers_per_block
+    if have > want:
+        raise SystemExit(f"{folder} has layers_per_block={have}; train it with --layers-per-block {have} or more")
+    if have < want:  # grow it: the deeper UNet starts as the same function
+        print(f"growing {folder} from layers_per_block={have} to {want} (deepen_unet)", flush=True)
+        unet = deepen_unet(unet, model.unet)
     state = unet.state_dict()
     model.unet.load_state_dict(state)
     if model.ema is not None:
@@ -122,7 +132,10 @@ def train(args: argparse.Namespace) -> None:
         progress=False,
     )
     torch.manual_seed(args.seed)
-    model = DDPMModel(MODEL)
+    if args.resume:  # the run's own architecture, whatever the flags say (the weights come next)
+        model = io.load(latest_checkpoint(args.out))
+    else:
+        model = DDPMModel(dataclasses.replace(MODEL, layers_per_block=args.layers_per_block))
     if args.init_from and not args.resume:
         init_from(model, args.init_from, args.out)
     trainer = Trainer(model, cfg)
@@ -225,6 +238,12 @@ def main() -> None:
         "a constant-LR run can be resumed with it, so a session's segment ends decayed",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--layers-per-block",
+        type=int,
+        default=MODEL.layers_per_block,
+        help="resnets per down block; above --init-from's it grows that model (ignored with --resume)",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resume", action="store_true", help="carry on from the latest checkpoint in --out")
     ap.add_argument("--overwrite", action="store_true", help="delete an earlier run's checkpoints in --out")

@@ -37,6 +37,7 @@ __all__ = [
     "DDPMModel",
     "SpriteImageStream",
     "ddim_sample",
+    "deepen_unet",
     "epsilon_loss",
     "export_pipeline",
     "import_diffusers",
@@ -259,6 +260,80 @@ def ddim_sample(
             x = scheduler.step(eps, t, x, eta=eta, generator=g if eta > 0 else None).prev_sample
         out.append(x.clamp(-1, 1).cpu())
     return torch.cat(out) if out else torch.zeros(shape)
+
+
+@torch.no_grad()
+def deepen_unet(source: nn.Module, target: nn.Module) -> nn.Module:
+    """Load a trained ``UNet2DModel`` into a deeper one (more ``layers_per_block``, all else the
+    same) so that ``target`` computes exactly what ``source`` does, and return ``target``.
+
+    Growing the model keeps what training has paid for (Net2Net, Chen et al. 2016, for depth).
+    Each down block's new resnets (and attentions) come after the old ones and start as the
+    identity (``conv2`` and the attention's output projection zero: both are residual). Their
+    outputs, the extra skips, equal the old last resnet's. In each up block the first resnet is
+    the old first (its skip is that same map); the new ones follow it and start as the identity
+    on the hidden state, ignoring their skip (the 1×1 shortcut ``[I | 0]``, ``conv2`` zero); the
+    rest are the old ones, consuming the same skips as before. Their ``conv1`` keep the target's
+    fresh initialisation, so gradients reach the zero weights from the first step."""
+    src_cfg, tgt_cfg = dict(source.config), dict(target.config)
+    l_old, l_new = int(src_cfg["layers_per_block"]), int(tgt_cfg["layers_per_block"])
+    same = {k: v for k, v in src_cfg.items() if k != "layers_per_block" and not k.startswith("_")}
+    listed = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731 (JSON lists, tuples)
+    differ = sorted(k for k, v in same.items() if listed(tgt_cfg.get(k)) != listed(v))
+    if differ or l_new < l_old:
+        raise ValueError(
+            f"deepen_unet grows layers_per_block only ({l_old} -> {l_new} here); the configs also differ in "
+            f"{differ}: build the target from the source's config with a larger layers_per_block"
+        )
+    src = source.state_dict()
+    out = target.state_dict()
+    moved: dict[str, str] = {}  # target prefix -> source prefix
+    fresh: list[str] = []  # new resnets of down blocks and new attentions: start as the identity
+    fresh_up: list[tuple[str, int]] = []  # new up resnets (prefix, hidden channels): identity on the hidden
+    for k, block in enumerate(target.down_blocks):
+        for j in range(l_new):
+            for part in ("resnets", "attentions"):
+                if part == "attentions" and not hasattr(block, "attentions"):
+                    continue
+                name = f"down_blocks.{k}.{part}.{j}"
+                if j < l_old:
+                    moved[name] = name
+                else:
+                    fresh.append(name)
+    for k, block in enumerate(target.up_blocks):
+        extra = l_new - l_old
+        for j in range(l_new + 1):
+            for part in ("resnets", "attentions"):
+                if part == "attentions" and not hasattr(block, "attentions"):
+                    continue
+                name = f"up_blocks.{k}.{part}.{j}"
+                if j == 0:
+                    moved[name] = name
+                elif j <= extra and part == "attentions":
+                    fresh.append(name)
+                elif j <= extra:
+                    fresh_up.append((name, block.resnets[j].conv2.out_channels))
+                else:
+                    moved[name] = f"up_blocks.{k}.{part}.{j - extra}"
+    per_block = {*moved, *fresh, *(n for n, _ in fresh_up)}
+    for key in out:
+        prefix = ".".join(key.split(".")[:4])
+        if prefix in moved:
+            out[key] = src[moved[prefix] + key[len(prefix) :]].clone()
+        elif prefix not in per_block:
+            out[key] = src[key].clone()
+    zero = [f"{n}.conv2" if ".resnets." in n else f"{n}.to_out.0" for n in fresh]
+    zero += [f"{n}.conv2" for n, _ in fresh_up]
+    for name in zero:
+        out[f"{name}.weight"].zero_()
+        out[f"{name}.bias"].zero_()
+    for name, hidden in fresh_up:
+        w = out[f"{name}.conv_shortcut.weight"]
+        w.zero_()
+        w[:, :hidden, 0, 0] = torch.eye(w.shape[0], hidden)
+        out[f"{name}.conv_shortcut.bias"].zero_()
+    target.load_state_dict(out)
+    return target
 
 
 # ------------------------------------------------------------------ data

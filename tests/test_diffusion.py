@@ -16,6 +16,7 @@ from probe_disentangle.diffusion import (  # noqa: E402
     DDPMModel,
     SpriteImageStream,
     ddim_sample,
+    deepen_unet,
     epsilon_loss,
     export_pipeline,
     load_ddpm_pipeline,
@@ -91,6 +92,44 @@ def test_training_lowers_the_loss_updates_the_ema_and_round_trips(tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="trains on images"):
         model.training_step(torch.zeros(2, 3, 4, 4), 0, lambda *a: None)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("layers", [2, 3])
+def test_deepen_unet_starts_as_the_same_function_and_then_learns(attention, layers):
+    """A deeper UNet loaded by deepen_unet predicts exactly what the trained one does (noise at every
+    timestep), and the new blocks are not dead: their zero weights get a gradient at once, and after
+    one step every parameter does."""
+    shallow = tiny(sample_size=8, attention=attention).unet
+    with torch.no_grad():  # a trained-looking source, far from any initialisation
+        for p in shallow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    deep = tiny(sample_size=8, attention=attention, layers_per_block=layers).unet
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in shallow.parameters())
+    x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 7, 50, 99])
+    before = deep(x, t).sample
+    assert deepen_unet(shallow, deep) is deep
+    with torch.no_grad():
+        want = shallow(x, t).sample
+        assert (before - want).abs().max() > 0.1  # the fresh deep UNet was another function
+        torch.testing.assert_close(deep(x, t).sample, want, rtol=0, atol=1e-6)
+    opt = torch.optim.SGD(deep.parameters(), lr=0.1)
+    for step in range(2):
+        opt.zero_grad()
+        deep(x, t).sample.square().mean().backward()
+        dead = [n for n, p in deep.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        if step == 0:  # the zeroed weights themselves learn first (what feeds them waits one step)
+            assert dead and not [n for n in dead if n.endswith(("conv2.weight", "to_out.0.weight"))]
+        opt.step()
+    assert dead == []
+
+
+def test_deepen_unet_names_what_it_cannot_grow():
+    a, b = tiny(sample_size=8).unet, tiny(sample_size=8, block_out_channels=(8, 32), layers_per_block=2).unet
+    with pytest.raises(ValueError, match="block_out_channels"):
+        deepen_unet(a, b)
+    with pytest.raises(ValueError, match="grows layers_per_block only"):
+        deepen_unet(tiny(sample_size=8, layers_per_block=2).unet, a)
 
 
 def test_resume_is_bit_identical_on_the_stream(tmp_path):

@@ -69,6 +69,7 @@ def test_sprites_ddpm_run_carries_on_across_machines_through_the_exported_folder
 
     import torch
 
+    from probe_disentangle import io
     from probe_disentangle.diffusion import load_ddpm_pipeline
 
     spec = importlib.util.spec_from_file_location("train_sprites_ddpm", ROOT / "examples" / "train_sprites_ddpm.py")
@@ -97,6 +98,12 @@ def test_sprites_ddpm_run_carries_on_across_machines_through_the_exported_folder
     sa, sb = ua.state_dict(), ub.state_dict()
     dist = lambda x, y: sum((x[k].float() - y[k].float()).pow(2).sum() for k in x).sqrt()  # noqa: E731
     assert dist(sa, sb) < 0.1 * dist(sa, far)
+    # a deeper model grows from the export, and resumes as itself whatever --layers-per-block says
+    third = str(tmp_path / "run3")
+    assert "growing" in run("--out", third, "--init-from", a, "--layers-per-block", "2", "--seed", "2")
+    assert "resumed at step 2" in run("--out", third, "--resume", "--seed", "2")
+    assert load_ddpm_pipeline(a).unet.config.layers_per_block == 1
+    assert io.load(script.latest_checkpoint(third)).config.layers_per_block == 2
 
 
 def test_sprites_ddpm_constant_run_resumes_into_a_final_decay(tmp_path, monkeypatch, capsys):
