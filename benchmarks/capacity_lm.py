@@ -49,10 +49,10 @@ import torch
 
 from probe_disentangle import steering
 from probe_disentangle.adapters import attach
-from probe_disentangle.demo import _linear_probe_accuracy
 from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
 from probe_disentangle.heads.sequence import MAX_TABLE
 from probe_disentangle.io import atomic_write_json
+from probe_disentangle.metrics import linear_decodability
 from probe_disentangle.steering import find_knobs, knob_targets
 from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.k_factors import KFactorTokens
@@ -148,11 +148,11 @@ def _mig_dci(codes_at: Sequence[np.ndarray], factors: np.ndarray, seed: int, sta
 
 
 def decodable(z: np.ndarray, factors: np.ndarray, names: Sequence[str], seed: int) -> dict[str, float]:
-    """Per factor, the held-out accuracy of the demo's linear probe (a logistic regression fitted on
-    the first 3/4 of the rows) on the standardised codes: whether the head's code holds the factor
+    """Per factor, the held-out accuracy of ``metrics.linear_decodability`` (a logistic regression
+    fitted on the first 3/4 of the rows) on the standardised codes: whether the head's code holds the factor
     at all, which tells a factor the head never encoded from one it encoded but cannot steer."""
     x = (z - z.mean(0)) / (z.std(0) + 1e-8)
-    return {n: round(acc, 4) for n, acc in _linear_probe_accuracy(x, factors, names, seed).items()}
+    return {n: None if acc is None else round(acc, 4) for n, acc in linear_decodability(x, factors, names, seed).items()}
 
 
 def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:

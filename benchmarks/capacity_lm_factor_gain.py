@@ -58,12 +58,10 @@ def factor_gain(
 def carried(adapter, world, factors: np.ndarray, layers: int, seed: int = 0) -> dict[str, list[float]]:
     """Per block output and factor j: held-out accuracy (last quarter) of a logistic regression
     reading f_j from the vector at the position that predicts the sentence's word j."""
-    from sklearn.linear_model import LogisticRegression
-
+    from probe_disentangle.metrics import linear_decodability
     from probe_disentangle.steering.sequence import read_world_sequences
 
     k = world.num_factors
-    n = len(factors) * 3 // 4
     out = {}
     for layer in range(layers):
         hook = f"blocks.{layer}.hook_resid_post"
@@ -72,8 +70,8 @@ def carried(adapter, world, factors: np.ndarray, layers: int, seed: int = 0) -> 
         for j in range(k):
             x = acts[:, k + 1 + j]
             x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-            clf = LogisticRegression(max_iter=500, random_state=seed).fit(x[:n], factors[:n, j])
-            row.append(round(float(clf.score(x[n:], factors[n:, j])), 3))
+            acc = linear_decodability(x, factors[:, [j]], ["f"], seed=seed, max_iter=500)["f"]
+            row.append(round(acc, 3))
         out[hook] = row
     return out
 

@@ -49,8 +49,9 @@ import torch.nn.functional as F
 
 from probe_disentangle import steering
 from probe_disentangle.adapters import attach
-from probe_disentangle.demo import _linear_probe_accuracy, _per_factor_mig, plan_gaussian_probe, plan_span
+from probe_disentangle.demo import _per_factor_mig, plan_gaussian_probe, plan_span
 from probe_disentangle.io import atomic_write_json
+from probe_disentangle.metrics import linear_decodability
 from probe_disentangle.train import TrainConfig
 from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.factor_language import FactorLanguage
@@ -120,14 +121,14 @@ def measure(folder: Path, args, log=print) -> dict[str, Any]:
     out["follows_plan"] = float(np.mean([p is not None and p == q for p, q in zip(plans, parsed, strict=True)]))
     span_adapter = attach(model, span=plan_span(world))
     plan_vecs = steering.sequence_vectors(span_adapter, args.hook, t_eval)
-    out["decodable_plan"] = _linear_probe_accuracy(plan_vecs.numpy(), f_eval, names, args.seed)
+    out["decodable_plan"] = linear_decodability(plan_vecs.numpy(), f_eval, names, args.seed)
     acts, _, _ = steering.read_sequences(attach(model), args.middle_hook, torch.as_tensor(t_eval).long())
     fw = steering.first_written(world, f_eval)
     rows = np.arange(len(f_eval))
     # the vector just before the factor's first word: it must predict that word from the plan
     # (at the word itself the token would give the factor away)
     out["decodable_middle_before_word"] = {
-        n: _linear_probe_accuracy(acts[rows, fw[:, j] - 1].numpy(), f_eval, names, args.seed)[n]
+        n: linear_decodability(acts[rows, fw[:, j] - 1].numpy(), f_eval, names, args.seed)[n]
         for j, n in enumerate(names)
     }
     torch.manual_seed(args.seed)

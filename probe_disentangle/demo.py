@@ -34,6 +34,7 @@ import torch
 from . import io, report_html, steering
 from .adapters import attach
 from .constants import REPORT_HTML_FILE, REPORT_JSON_FILE, REPORT_MD_FILE, REPORT_TRAVERSAL_VALUES
+from .metrics import linear_decodability
 from .probe import Probe
 from .progress import track
 from .train import TrainConfig
@@ -95,17 +96,6 @@ class DemoConfig:
             self.steps = 3000 if self.init is None else 200
         if self.joint_steps is None:
             self.joint_steps = 6000 if self.init is None else 500
-
-
-def _linear_probe_accuracy(acts: np.ndarray, factors: np.ndarray, names, seed: int) -> dict[str, float]:
-    from sklearn.linear_model import LogisticRegression
-
-    n = len(acts) * 3 // 4
-    out = {}
-    for j, name in enumerate(names):
-        clf = LogisticRegression(max_iter=1000, random_state=seed).fit(acts[:n], factors[:n, j])
-        out[name] = float(clf.score(acts[n:], factors[n:, j]))
-    return out
 
 
 def _metrics(codes: np.ndarray, factors: np.ndarray, seed: int) -> dict[str, float]:
@@ -196,7 +186,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     probe = probes["beta_tcvae"]
     log(f"\nphase 2: metrics of the codes of {cfg.n_eval} held-out plans against the true factors")
     codes = probe.encode(acts).numpy()
-    linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
+    linear = linear_decodability(acts.numpy(), f_eval, names, cfg.seed)
     decodable = [n for n in names if linear[n] >= 0.95]
     report: dict[str, Any] = {
         "config": cfg.__dict__,
@@ -406,7 +396,7 @@ def _middle_layer(cfg: DemoConfig, model, world, probe: Probe, acts, f_eval, log
     there still steers (on this host it does not: the sentence has copied the plan by then)."""
     names = world.factor_names
     codes = probe.encode(acts).numpy()
-    linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
+    linear = linear_decodability(acts.numpy(), f_eval, names, cfg.seed)
     mig = _per_factor_mig(codes, f_eval, names)
     st, al = steering.probe_steerer(probe, acts, f_eval, world.factor_sizes, strength=1.0)
     res = steering.evaluate_steering(model, world, st, _steered(cfg, names), n=cfg.middle_n_steer, seed=cfg.seed + 1)
@@ -513,7 +503,7 @@ def _per_token(cfg: DemoConfig, model, world, rng, f_eval, out: Path, log) -> di
         probes["beta_tcvae"].adapter, cfg.per_token_hook, world.render(f_eval), tok.eos_id, tok.pad_id
     )
     codes = probes["beta_tcvae"].encode(acts).numpy()
-    linear = _linear_probe_accuracy(acts.numpy(), f_eval, names, cfg.seed)
+    linear = linear_decodability(acts.numpy(), f_eval, names, cfg.seed)
     mig = _per_factor_mig(codes, f_eval, names)
     sizes = world.factor_sizes
     results = {

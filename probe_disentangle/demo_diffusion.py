@@ -137,7 +137,7 @@ def decodability_by_timestep(
     """Per timestep range (``bins`` equal shares of the timesteps present, high noise first): the
     held-out accuracy of a linear classifier per factor on the vectors of that range (3:1 split by
     sample order). The ranges say where in the schedule each factor is already written."""
-    from sklearn.linear_model import LogisticRegression
+    from .metrics import linear_decodability
 
     t = timesteps.numpy()
     edges = np.quantile(t, np.linspace(0, 1, bins + 1))
@@ -153,13 +153,11 @@ def decodability_by_timestep(
             "n": int(sel.sum()),
         }
         n = len(x) * 3 // 4
-        mu, sd = x[:n].mean(0), x[:n].std(0) + 1e-8
-        for j, name in enumerate(names):
-            if n < 4 or len(np.unique(y[:n, j])) < 2 or len(x) - n < 1:
-                row[name] = None
-                continue
-            clf = LogisticRegression(max_iter=300, random_state=seed).fit((x[:n] - mu) / sd, y[:n, j])
-            row[name] = float(clf.score((x[n:] - mu) / sd, y[n:, j]))
+        if n < 4 or len(x) - n < 1:
+            row.update(dict.fromkeys(names))
+        else:
+            mu, sd = x[:n].mean(0), x[:n].std(0) + 1e-8
+            row.update(linear_decodability((x - mu) / sd, y, names, seed=seed, max_iter=300))
         out.append(row)
     return out
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -59,6 +59,7 @@ __all__ = [
     "dci_scores_from_importance",
     "factor_vae_score",
     "irs",
+    "linear_decodability",
     "mig",
     "modularity_explicitness",
     "posterior_mig",
@@ -647,6 +648,44 @@ def factor_vae_score(
     )
     eval_acc = float(eval_votes[classifier, cols].sum() / eval_votes.sum())
     return {"train_accuracy": train_acc, "eval_accuracy": eval_acc, "num_active_dims": int(active.sum())}
+
+
+def linear_decodability(
+    codes: Any,
+    factors: Any,
+    names: Sequence[str] | None = None,
+    seed: int = 0,
+    max_iter: int = 1000,
+    train_fraction: float = 0.75,
+) -> dict[str, float | None]:
+    """Per factor, the held-out accuracy of a multinomial logistic regression reading it from
+    ``codes`` [n, d]: fit on the first ``train_fraction`` of the rows, scored on the rest (rows in
+    the given order, so the caller owns the split). How much of a factor a linear readout finds,
+    whichever latents hold it; the codes are used as given (standardise them first where scales
+    differ: the fit is L2-regularised). ``None`` for a factor with one value in the training rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = np.asarray(codes), np.asarray(factors)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ValueError(
+            f"linear_decodability needs codes [n, d] and factors [n, k] with the same n, got {x.shape} and {y.shape}"
+        )
+    names = [f"factor_{j}" for j in range(y.shape[1])] if names is None else list(names)
+    if len(names) != y.shape[1]:
+        raise ValueError(f"{len(names)} names for {y.shape[1]} factors; pass one name per factor column")
+    n = int(len(x) * train_fraction)
+    if not 0 < n < len(x):
+        raise ValueError(
+            f"train_fraction={train_fraction} of {len(x)} rows leaves no training or no held-out rows; pass more rows"
+        )
+    out: dict[str, float | None] = {}
+    for j, name in enumerate(names):
+        if len(np.unique(y[:n, j])) < 2:
+            out[name] = None
+            continue
+        clf = _quiet_fit(lambda j=j: LogisticRegression(max_iter=max_iter, random_state=seed).fit(x[:n], y[:n, j]))
+        out[name] = float(clf.score(x[n:], y[n:, j]))
+    return out
 
 
 def _as_labels(a: Any, what: str) -> np.ndarray:
