@@ -322,11 +322,9 @@ def markdown(summary: dict[str, dict[int, Any]], hosts: dict[str, dict], ks: Seq
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ks", default="2,4,8,16,32,64")
-    ap.add_argument("--methods", default=",".join([*METHODS, REFERENCE]))
-    ap.add_argument("--seeds", default="0,1,2", help="head seeds (initial weights, batches, samples)")
+def add_host_args(ap: argparse.ArgumentParser) -> None:
+    """The flags ``host_for`` reads (the world and the host's recipe), shared with the scripts
+    that study the same hosts (capacity_lm_factor_gain.py)."""
     ap.add_argument("--values", type=int, default=4, help="values per factor")
     ap.add_argument("--hook", default="blocks.2.hook_resid_post")
     ap.add_argument("--host-steps", type=int, default=3000)
@@ -335,6 +333,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--host-seed", type=int, default=0)
     ap.add_argument("--host-eval", type=int, default=1000, help="host samples scored for parse rate / follows plan")
     ap.add_argument("--host-dir", default="runs/capacity_lm_hosts", help="trained hosts, reused within a session")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", default="2,4,8,16,32,64")
+    ap.add_argument("--methods", default=",".join([*METHODS, REFERENCE]))
+    ap.add_argument("--seeds", default="0,1,2", help="head seeds (initial weights, batches, samples)")
+    add_host_args(ap)
     ap.add_argument("--head-steps", type=int, default=3000)
     ap.add_argument("--seqs-per-step", type=int, default=32, help="head batch: sequences per step (× length vectors)")
     ap.add_argument("--latents-per-factor", type=int, default=2)

@@ -124,14 +124,7 @@ def markdown(results: dict[str, dict], study_cells: dict[str, dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ks", default="16,32")
-    ap.add_argument("--values", type=int, default=4)
-    ap.add_argument("--hook", default="blocks.2.hook_resid_post")
-    ap.add_argument("--host-steps", type=int, default=3000)
-    ap.add_argument("--host-batch", type=int, default=128)
-    ap.add_argument("--host-lr", type=float, default=2e-3)
-    ap.add_argument("--host-seed", type=int, default=0)
-    ap.add_argument("--host-eval", type=int, default=1000)
-    ap.add_argument("--host-dir", default="runs/capacity_lm_hosts")
+    script("capacity_lm").add_host_args(ap)  # the same hosts, built or reused by capacity_lm.host_for
     ap.add_argument("--n", type=int, default=4000, help="sequences for the gains")
     ap.add_argument("--n-carry", type=int, default=3000, help="sequences for the carried check")
     ap.add_argument("--data-seed", type=int, default=0)
