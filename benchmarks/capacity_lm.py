@@ -169,6 +169,7 @@ def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
         latent_dim=args.latents_per_factor * k + 4,
         centre="token_position" if table <= MAX_TABLE else "position",
         recon_weight=args.recon_weight,
+        recon_positions=recon_positions(k, args.recon_positions),
         **METHODS[method],
     )
     heads: list[Any] = []
@@ -249,9 +250,21 @@ def run_reference(ctx: Context, args) -> dict[str, Any]:
 
 SETTING = (
     "hook", "values", "host_steps", "head_steps", "seqs_per_step", "n_train", "n_steer", "latents_per_factor",
-    "recon_weight",
+    "recon_weight", "recon_positions",
 )  # fmt: skip
-ADDED_LATER = {"recon_weight": 1.0}  # settings added after the first cells, which ran at these values
+# settings added after the first cells, which ran at these values
+ADDED_LATER = {"recon_weight": 1.0, "recon_positions": "all"}
+RECON_POSITIONS = ("all", "sentence")
+
+
+def recon_positions(k: int, which: str) -> tuple[int, ...] | None:
+    """The positions the head reconstructs: ``all`` (None: every position but BOS), or ``sentence``:
+    the K positions that predict the sentence's words (':' and the first K − 1 words), where the
+    host reads out each factor once, so each factor counts about once per sequence instead of
+    once per later position its plan tag reaches."""
+    if which not in RECON_POSITIONS:
+        raise SystemExit(f"--recon-positions must be one of {RECON_POSITIONS}, got {which!r}")
+    return None if which == "all" else tuple(range(k + 1, 2 * k + 1))
 
 
 def same_setting(cell: dict[str, Any], setting: dict[str, Any]) -> bool:
@@ -347,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--recon-weight", type=float, default=1.0, help="the head's 1/σ²: what a latent's reconstruction gain is worth"
     )
+    ap.add_argument(
+        "--recon-positions",
+        default="all",
+        choices=RECON_POSITIONS,
+        help="which positions the head reconstructs: all, or the K that predict the sentence's words",
+    )
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-steer", type=int, default=20, help="generations per factor value")
@@ -399,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     note = (
         f"\nSettings: hook {args.hook}, {args.values} values per factor, hosts {args.host_steps} steps, heads "
         f"{args.head_steps} steps of {args.seqs_per_step} of {args.n_train} sequences, {args.n_steer} steered generations per factor value, "
-        f"{args.latents_per_factor} latents per factor, reconstruction weight {args.recon_weight}; "
+        f"{args.latents_per_factor} latents per factor, reconstruction weight {args.recon_weight} at "
+        f"{args.recon_positions} positions; "
         f"{other} cell(s) at other settings are in capacity_lm.json and not in this table.\n"
     )
     (out / "capacity_lm.md").write_text(markdown(summary, state["hosts"], ks) + note)

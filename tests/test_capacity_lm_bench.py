@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from benchmark_module import load_benchmark
 
@@ -44,10 +45,28 @@ def test_decodable_tells_an_encoded_factor_from_an_absent_one():
     assert acc["f0"] == 1.0 and acc["f1"] >= 0.95 and acc["f2"] <= 0.35  # chance is 0.25
 
 
+def test_sentence_positions_are_those_that_predict_each_factors_word():
+    from probe_disentangle.worlds.k_factors import KFactorTokens
+
+    bench = _bench()
+    k = 5
+    world = KFactorTokens(k, 4, plan=True)
+    f = np.array([[0, 1, 2, 3, 0]])
+    tokens = np.asarray(world.render(f))[0]
+    words = [world.vocab[t] for t in tokens]
+    pos = bench.recon_positions(k, "sentence")
+    assert len(pos) == k
+    assert [words[p + 1] for p in pos] == [f"f{j}={f[0, j]}" for j in range(k)]  # the next token is word j
+    assert bench.recon_positions(k, "all") is None
+    with pytest.raises(SystemExit, match="recon-positions"):
+        bench.recon_positions(k, "plan")
+
+
 def test_a_cell_from_before_a_setting_existed_ran_at_its_default():
     bench = _bench()
-    setting = {"head_steps": 3000, "recon_weight": 1.0}
+    setting = {"head_steps": 3000, "recon_weight": 1.0, "recon_positions": "all"}
     assert bench.same_setting({"head_steps": 3000}, setting)
+    assert not bench.same_setting({"head_steps": 3000}, {**setting, "recon_positions": "sentence"})
     assert not bench.same_setting({"head_steps": 3000}, {**setting, "recon_weight": 4.0})
     assert not bench.same_setting({"head_steps": 6000, "recon_weight": 1.0}, setting)
 

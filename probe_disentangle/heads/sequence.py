@@ -58,8 +58,21 @@ class PrefixCodeConfig:
     consistency: float = 1.0  # weight of KL(q_T ‖ q_t)
     recon_weight: float = 1.0  # 1/σ² of the Gaussian likelihood
     group_size: int = 1  # TC between consecutive groups of latents, not inside one (ISA-VAE prior)
+    # positions whose vectors the decoder reconstructs and an edit writes (None: every position in
+    # the mask); all masked positions still give evidence. Reconstructing only the positions where
+    # a sequence writes its factors weighs each factor about once per sequence instead of once per
+    # position that carries it (benchmarks/capacity_lm.py --recon-positions)
+    recon_positions: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.recon_positions is not None:
+            self.recon_positions = tuple(sorted({int(p) for p in self.recon_positions}))
+            bad = [p for p in self.recon_positions if not 0 <= p < self.n_pos]
+            if not self.recon_positions or bad:
+                raise ValueError(
+                    f"PrefixCodeConfig.recon_positions must be a non-empty set of positions in [0, n_pos={self.n_pos}), "
+                    f"got {bad or 'none'}; pass None to reconstruct every position"
+                )
         for name in ("d_in", "vocab", "n_pos", "latent_dim", "hidden", "emb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PrefixCodeConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -115,6 +128,11 @@ class PrefixCodeHead(nn.Module):
         self.register_buffer("scale_enc", torch.ones(c.n_pos))  # the encoder's input: position-centred
         table = (c.vocab, c.n_pos) if c.centre == "token_position" else (0, 0)
         self.register_buffer("mean_tp", torch.zeros(*table, c.d_in))
+        written = torch.ones(c.n_pos, dtype=torch.bool)
+        if c.recon_positions is not None:
+            written = torch.zeros(c.n_pos, dtype=torch.bool)
+            written[list(c.recon_positions)] = True
+        self.register_buffer("written", written, persistent=False)  # from the config, not saved
         self.pos_emb = nn.Embedding(c.n_pos, c.emb)
         self.tok_emb = nn.Embedding(c.vocab, c.emb)
         self.encoder = mlp(c.d_in + c.emb, 2 * c.latent_dim, c.hidden, 2)
@@ -227,7 +245,8 @@ class PrefixCodeHead(nn.Module):
     def edit(
         self, acts: Tensor, cond: Tensor, mask: Tensor, new_codes, state: State | None = None
     ) -> tuple[Tensor, State]:
-        """a' = a + s_p·(dec(z', c) − dec(z, c)) at every position where ``mask`` holds; z the prefix
+        """a' = a + s_p·(dec(z', c) − dec(z, c)) at every position where ``mask`` holds (and, if set, in
+        ``config.recon_positions``: the decoder learnt no others); z the prefix
         code, z' = ``new_codes(z)``, s_p the position's scale. What the head does not reconstruct
         stays in a'. Returns the edited vectors and the evidence sums (read from the unedited ones)."""
         self.check(acts, cond)
@@ -235,7 +254,8 @@ class PrefixCodeHead(nn.Module):
         z, _, new_state = self.posteriors(x, cond, mask, state)
         delta = self.decode(new_codes(z), cond) - self.decode(z, cond)
         out = x + self.scale_p[cond[..., 1].long(), None] * delta
-        return torch.where(mask[..., None], out, x).to(acts.dtype), new_state
+        where = mask & self.written[cond[..., 1].long()]
+        return torch.where(where[..., None], out, x).to(acts.dtype), new_state
 
     # ------------------------------------------------------------------ objective
     def loss(
@@ -262,8 +282,9 @@ class PrefixCodeHead(nn.Module):
         self, acts: Tensor, cond: Tensor, mask: Tensor, mu: Tensor, logvar: Tensor, z: Tensor
     ) -> tuple[Tensor, Tensor]:
         m = mask.to(acts.dtype)
+        m_rec = (mask & self.written[cond[..., 1].long()]).to(acts.dtype)
         recon = self.decode(z, cond)
-        rec = (0.5 * (recon - self.target(acts, cond)).pow(2).sum(-1) * m).sum(1).mean()
+        rec = (0.5 * (recon - self.target(acts, cond)).pow(2).sum(-1) * m_rec).sum(1).mean()
         vT, vt = logvar[:, -1:].exp(), logvar.exp()
         kl_t = 0.5 * (logvar - logvar[:, -1:] + (vT + (mu[:, -1:] - mu).pow(2)) / vt - 1).sum(-1)
         cons = self.config.consistency * ((kl_t * m).sum(1) / m.sum(1).clamp_min(1)).mean()
