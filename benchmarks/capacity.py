@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +32,13 @@ import torch
 
 from probe_disentangle import TrainConfig, Trainer, VAEHead, VAEHeadConfig
 from probe_disentangle.heads import JointVAEHead, JointVAEHeadConfig
-from probe_disentangle.io import atomic_write_json
 from probe_disentangle.isa import isa_codes
 from probe_disentangle.metrics import dci, mig
 from probe_disentangle.viz import metric_vs_beta_plot
 from probe_disentangle.worlds.k_factors import KFactorImages
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cells import fill_cells  # noqa: E402
 
 ISA_METHOD = "joint_vae_isa"  # the JointVAE head from an ISA start (categorical latents)
 OBJECTIVES = {
@@ -185,20 +188,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "capacity.json"
     state = json.loads(path.read_text()) if path.is_file() else {"cells": {}}
-    new = 0
-    for k in ks:
-        for m in methods:
-            for s in seeds:
-                key = cell_key(m, k, s)
-                old = state["cells"].get(key)
-                if old is not None and old["steps"] == args.steps and old["n_train"] == args.n_train:
-                    continue
-                if args.report_only or (args.max_cells and new >= args.max_cells):
-                    break
-                state["cells"][key] = cell = run_cell(m, k, s, args)
-                new += 1
-                atomic_write_json(path, state)
-                print(f"{key}: MIG {cell['mig']:.3f}, DCI {cell['dci_disentanglement']:.3f} ({cell['seconds']} s)")
+    new = fill_cells(
+        path,
+        state,
+        [(cell_key(m, k, s), (m, k, s)) for k in ks for m in methods for s in seeds],
+        current=lambda old: old["steps"] == args.steps and old["n_train"] == args.n_train,
+        fit=lambda spec: run_cell(*spec, args),
+        report_only=args.report_only,
+        max_cells=args.max_cells,
+        describe=lambda c: f"MIG {c['mig']:.3f}, DCI {c['dci_disentanglement']:.3f} ({c['seconds']} s)",
+    )
     # one table, one setting: cells fitted with other steps or data sizes stay in capacity.json, untabulated
     same = {key: c for key, c in state["cells"].items() if c["steps"] == args.steps and c["n_train"] == args.n_train}
     summary = summarise(same, methods, ks)

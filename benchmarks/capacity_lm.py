@@ -51,7 +51,6 @@ from probe_disentangle import steering
 from probe_disentangle.adapters import attach
 from probe_disentangle.heads import PrefixCodeConfig, PrefixFitConfig, fit_prefix_code_restarts
 from probe_disentangle.heads.sequence import MAX_TABLE
-from probe_disentangle.io import atomic_write_json
 from probe_disentangle.metrics import linear_decodability
 from probe_disentangle.steering import find_knobs, knob_targets
 from probe_disentangle.viz import metric_vs_beta_plot
@@ -59,6 +58,7 @@ from probe_disentangle.worlds.k_factors import KFactorTokens
 from probe_disentangle.zoo import load_native_lm, save_native_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_scripts.py: the shared loader
+from _cells import fill_cells  # noqa: E402
 from _scripts import script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,9 @@ def decodable(z: np.ndarray, factors: np.ndarray, names: Sequence[str], seed: in
     fitted on the first 3/4 of the rows) on the standardised codes: whether the head's code holds the factor
     at all, which tells a factor the head never encoded from one it encoded but cannot steer."""
     x = (z - z.mean(0)) / (z.std(0) + 1e-8)
-    return {n: None if acc is None else round(acc, 4) for n, acc in linear_decodability(x, factors, names, seed).items()}
+    return {
+        n: None if acc is None else round(acc, 4) for n, acc in linear_decodability(x, factors, names, seed).items()
+    }
 
 
 def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
@@ -392,26 +394,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     path = out / "capacity_lm.json"
     state = json.loads(path.read_text()) if path.is_file() else {"hosts": {}, "cells": {}}
     setting = _setting(args)
-    new = 0
     torch.set_grad_enabled(True)
-    for k in ks:
-        ctx = None
-        todo = [(m, None) if m == REFERENCE else (m, s) for m in methods for s in ([None] if m == REFERENCE else seeds)]
-        for m, s in todo:
-            key = cell_key(m, k, s)
-            old = state["cells"].get(key)
-            if old is not None and same_setting(old, setting):
-                continue
-            if args.report_only or (args.max_cells and new >= args.max_cells):
-                break
-            if ctx is None:
-                ctx = Context(k, args)
-                state["hosts"][f"host/K{k}"] = ctx.host
-            cell = run_reference(ctx, args) if m == REFERENCE else run_head(ctx, m, s, args)
-            state["cells"][key] = cell
-            new += 1
-            atomic_write_json(path, state)
-            print(f"{key}: {cell['at_floor']} of {k} factors at the floor ({cell['seconds']} s)", flush=True)
+    contexts: dict[int, Context] = {}  # the host and data of the K being fitted (one at a time)
+
+    def fit(spec: tuple[str, int, int | None]) -> dict[str, Any]:
+        m, k, s = spec
+        if k not in contexts:
+            contexts.clear()
+            contexts[k] = Context(k, args)
+            state["hosts"][f"host/K{k}"] = contexts[k].host
+        return run_reference(contexts[k], args) if m == REFERENCE else run_head(contexts[k], m, s, args)
+
+    runs = [(m, None) if m == REFERENCE else (m, s) for m in methods for s in ([None] if m == REFERENCE else seeds)]
+    new = fill_cells(
+        path,
+        state,
+        [(cell_key(m, k, s), (m, k, s)) for k in ks for m, s in runs],
+        current=lambda old: same_setting(old, setting),
+        fit=fit,
+        report_only=args.report_only,
+        max_cells=args.max_cells,
+        describe=lambda c: f"{c['at_floor']} of {c['K']} factors at the floor ({c['seconds']} s)",
+    )
     same = {key: c for key, c in state["cells"].items() if same_setting(c, setting)}
     summary = summarise(same, methods, ks)
     other = len(state["cells"]) - len(same)

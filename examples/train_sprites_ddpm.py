@@ -94,13 +94,13 @@ def init_from(model: DDPMModel, folder: str, out: str) -> None:
     have, want = unet.config.layers_per_block, model.config.layers_per_block
     if have > want:
         raise SystemExit(f"{folder} has layers_per_block={have}; train it with --layers-per-block {have} or more")
-    if have < want:  # grow it: the deeper UNet starts as the same function
+    if have < want:  # grow it in place: the deeper UNet starts as the same function
         print(f"growing {folder} from layers_per_block={have} to {want} (deepen_unet)", flush=True)
-        unet = deepen_unet(unet, model.unet)
-    state = unet.state_dict()
-    model.unet.load_state_dict(state)
+        deepen_unet(unet, model.unet)
+    else:
+        model.unet.load_state_dict(unet.state_dict())
     if model.ema is not None:
-        model.ema.load_state_dict(state)
+        model.ema.load_state_dict(model.unet.state_dict())
     card = json.loads((Path(folder) / CARD_FILE).read_text())
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / INIT_FILE).write_text(json.dumps({"folder": str(folder), "segments": segments_of(card)}, indent=1))
