@@ -44,3 +44,15 @@ def test_isa_joint_vae_cell_starts_from_the_independent_subspaces(tmp_path):
     assert cell["latents"] == 4 and 0 <= cell["mig"] <= 1
     # K = 2 cells of 4 grey levels in an identity host: ISA finds them, the encoder learns its codes
     assert cell["init_code_accuracy"] > 0.9
+
+
+def test_factor_vae_cells_record_their_discriminator_dtype_and_another_dtype_refits(tmp_path):
+    bench = _bench()
+    args = ["--smoke", "--methods", "factor_vae", "--out", str(tmp_path)]  # K = 2 and 4
+    assert bench.main(args)["new_cells"] == 2
+    cell = json.loads((tmp_path / "capacity.json").read_text())["cells"]["factor_vae/K2/s0"]
+    assert cell["disc_dtype"] == "bfloat16" and 0 <= cell["mig"] <= 1  # the default: bf16 matmuls
+    assert bench.main(args)["new_cells"] == 0
+    again = bench.main([*args, "--disc-dtype", "float32"])
+    assert again["new_cells"] == 2 and again["cells"]["factor_vae/K2/s0"]["disc_dtype"] == "float32"
+    assert "discriminator in float32" in (tmp_path / "capacity.md").read_text()
