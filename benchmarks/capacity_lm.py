@@ -172,6 +172,7 @@ def run_head(ctx: Context, method: str, seed: int, args) -> dict[str, Any]:
         centre="token_position" if table <= MAX_TABLE else "position",
         recon_weight=args.recon_weight,
         recon_positions=recon_positions(k, args.recon_positions),
+        other_positions_weight=args.other_positions_weight,
         **METHODS[method],
     )
     heads: list[Any] = []
@@ -252,10 +253,10 @@ def run_reference(ctx: Context, args) -> dict[str, Any]:
 
 SETTING = (
     "hook", "values", "host_steps", "head_steps", "seqs_per_step", "n_train", "n_steer", "latents_per_factor",
-    "recon_weight", "recon_positions",
+    "recon_weight", "recon_positions", "other_positions_weight",
 )  # fmt: skip
 # settings added after the first cells, which ran at these values
-ADDED_LATER = {"recon_weight": 1.0, "recon_positions": "all"}
+ADDED_LATER = {"recon_weight": 1.0, "recon_positions": "all", "other_positions_weight": 0.0}
 RECON_POSITIONS = ("all", "sentence")
 
 
@@ -368,6 +369,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         choices=RECON_POSITIONS,
         help="which positions the head reconstructs: all, or the K that predict the sentence's words",
     )
+    ap.add_argument(
+        "--other-positions-weight",
+        type=float,
+        default=0.0,
+        help="with --recon-positions sentence: the other positions' reconstruction weight (0: dropped)",
+    )
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-steer", type=int, default=20, help="generations per factor value")
@@ -423,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"\nSettings: hook {args.hook}, {args.values} values per factor, hosts {args.host_steps} steps, heads "
         f"{args.head_steps} steps of {args.seqs_per_step} of {args.n_train} sequences, {args.n_steer} steered generations per factor value, "
         f"{args.latents_per_factor} latents per factor, reconstruction weight {args.recon_weight} at "
-        f"{args.recon_positions} positions; "
+        f"{args.recon_positions} positions (others weighted {args.other_positions_weight}); "
         f"{other} cell(s) at other settings are in capacity_lm.json and not in this table.\n"
     )
     (out / "capacity_lm.md").write_text(markdown(summary, state["hosts"], ks) + note)

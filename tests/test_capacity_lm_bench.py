@@ -31,6 +31,11 @@ def test_smoke_study_trains_a_host_fits_heads_steers_and_resumes(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "out" / "capacity_lm.png").size == (640, 420)
+    # the sentence's positions weighted 1, the others 0.5: the setting reaches the cell and the table
+    weighted = ["--recon-positions", "sentence", "--other-positions-weight", "0.5", "--methods", "prefix_tcvae"]
+    third = bench.main([*args[:1], "--out", str(tmp_path / "w"), *args[3:], *weighted])
+    assert third["new_cells"] == 1 and third["cells"]["prefix_tcvae/K2/s0"]["other_positions_weight"] == 0.5
+    assert "sentence positions (others weighted 0.5)" in (tmp_path / "w" / "capacity_lm.md").read_text()
 
 
 def test_decodable_tells_an_encoded_factor_from_an_absent_one():
@@ -64,8 +69,10 @@ def test_sentence_positions_are_those_that_predict_each_factors_word():
 
 def test_a_cell_from_before_a_setting_existed_ran_at_its_default():
     bench = _bench()
-    setting = {"head_steps": 3000, "recon_weight": 1.0, "recon_positions": "all"}
+    setting = {"head_steps": 3000, "recon_weight": 1.0, "recon_positions": "all", "other_positions_weight": 0.0}
     assert bench.same_setting({"head_steps": 3000}, setting)
+    assert not bench.same_setting({"head_steps": 3000}, {**setting, "other_positions_weight": 0.25})
+    assert set(setting) <= set(bench.SETTING)
     assert not bench.same_setting({"head_steps": 3000}, {**setting, "recon_positions": "sentence"})
     assert not bench.same_setting({"head_steps": 3000}, {**setting, "recon_weight": 4.0})
     assert not bench.same_setting({"head_steps": 6000, "recon_weight": 1.0}, setting)

@@ -173,6 +173,28 @@ def test_recon_positions_reconstruct_and_edit_only_those_positions(tmp_path):
             PrefixCodeConfig(n_pos=8, recon_positions=bad)
 
 
+def test_other_positions_weight_down_weights_the_rest_and_edits_every_position(tmp_path):
+    """``other_positions_weight`` w: the reconstruction term is the chosen positions' error plus
+    w times the others' (a known sum), and an edit then writes every masked position."""
+    head = _head(recon_positions=(2, 4), other_positions_weight=0.25)
+    acts, cond, mask = _batch()
+    mu, logvar, _ = head.posteriors(acts, cond, mask)
+    z = mu + 0.3
+    rec, _ = head._rec_and_consistency(acts, cond, mask, mu, logvar, z)
+    err = 0.5 * (head.decode(z, cond) - head.target(acts, cond)).pow(2).sum(-1) * mask
+    torch.testing.assert_close(rec, (err[:, [2, 4]].sum(1) + 0.25 * err[:, [1, 3, 5]].sum(1)).mean())
+    moved, _ = head.edit(acts, cond, mask, lambda z: z + 3.0)
+    changed = (moved - acts).abs().amax(-1).amax(0) > 1e-4
+    assert changed.tolist() == [False, True, True, True, True, True]  # BOS (no mask) is never edited
+    io.save(head, tmp_path / "h")
+    back = io.load(tmp_path / "h")
+    assert back.config.other_positions_weight == 0.25 and torch.equal(back.recon_w, head.recon_w)
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+        PrefixCodeConfig(n_pos=8, recon_positions=(2,), other_positions_weight=1.5)
+    with pytest.raises(ValueError, match="needs recon_positions"):
+        PrefixCodeConfig(n_pos=8, other_positions_weight=0.5)
+
+
 def test_a_fit_that_reconstructs_only_where_factors_are_written_finds_both():
     """The toy world writes its factors at positions 2 and 4; reconstructing only those two
     positions still gives each factor its own latent (in twice the steps of a full fit: half the

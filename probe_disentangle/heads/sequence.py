@@ -63,8 +63,21 @@ class PrefixCodeConfig:
     # a sequence writes its factors weighs each factor about once per sequence instead of once per
     # position that carries it (benchmarks/capacity_lm.py --recon-positions)
     recon_positions: tuple[int, ...] | None = None
+    # with recon_positions: the weight of the other masked positions' reconstruction (0: dropped,
+    # and never edited; in (0, 1]: down-weighted, and edited like the chosen ones). Weighting
+    # instead of dropping keeps every reconstruction target while the chosen ones count more.
+    other_positions_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.other_positions_weight <= 1.0:
+            raise ValueError(
+                f"PrefixCodeConfig.other_positions_weight must be in [0, 1], got {self.other_positions_weight}"
+            )
+        if self.other_positions_weight > 0 and self.recon_positions is None:
+            raise ValueError(
+                "PrefixCodeConfig.other_positions_weight needs recon_positions (the positions weighted 1); "
+                "without them every position is reconstructed at weight 1"
+            )
         if self.recon_positions is not None:
             self.recon_positions = tuple(sorted({int(p) for p in self.recon_positions}))
             bad = [p for p in self.recon_positions if not 0 <= p < self.n_pos]
@@ -128,11 +141,12 @@ class PrefixCodeHead(nn.Module):
         self.register_buffer("scale_enc", torch.ones(c.n_pos))  # the encoder's input: position-centred
         table = (c.vocab, c.n_pos) if c.centre == "token_position" else (0, 0)
         self.register_buffer("mean_tp", torch.zeros(*table, c.d_in))
-        written = torch.ones(c.n_pos, dtype=torch.bool)
+        weight = torch.ones(c.n_pos)  # each position's reconstruction weight
         if c.recon_positions is not None:
-            written = torch.zeros(c.n_pos, dtype=torch.bool)
-            written[list(c.recon_positions)] = True
-        self.register_buffer("written", written, persistent=False)  # from the config, not saved
+            weight.fill_(c.other_positions_weight)
+            weight[list(c.recon_positions)] = 1.0
+        self.register_buffer("recon_w", weight, persistent=False)  # from the config, not saved
+        self.register_buffer("written", weight > 0, persistent=False)  # the positions an edit writes
         self.pos_emb = nn.Embedding(c.n_pos, c.emb)
         self.tok_emb = nn.Embedding(c.vocab, c.emb)
         self.encoder = mlp(c.d_in + c.emb, 2 * c.latent_dim, c.hidden, 2)
@@ -246,7 +260,8 @@ class PrefixCodeHead(nn.Module):
         self, acts: Tensor, cond: Tensor, mask: Tensor, new_codes, state: State | None = None
     ) -> tuple[Tensor, State]:
         """a' = a + s_p·(dec(z', c) − dec(z, c)) at every position where ``mask`` holds (and, if set, in
-        ``config.recon_positions``: the decoder learnt no others); z the prefix
+        ``config.recon_positions`` or weighted by ``other_positions_weight`` > 0: the decoder learnt
+        no others); z the prefix
         code, z' = ``new_codes(z)``, s_p the position's scale. What the head does not reconstruct
         stays in a'. Returns the edited vectors and the evidence sums (read from the unedited ones)."""
         self.check(acts, cond)
@@ -282,7 +297,7 @@ class PrefixCodeHead(nn.Module):
         self, acts: Tensor, cond: Tensor, mask: Tensor, mu: Tensor, logvar: Tensor, z: Tensor
     ) -> tuple[Tensor, Tensor]:
         m = mask.to(acts.dtype)
-        m_rec = (mask & self.written[cond[..., 1].long()]).to(acts.dtype)
+        m_rec = mask.to(acts.dtype) * self.recon_w[cond[..., 1].long()].to(acts.dtype)
         recon = self.decode(z, cond)
         rec = (0.5 * (recon - self.target(acts, cond)).pow(2).sum(-1) * m_rec).sum(1).mean()
         vT, vt = logvar[:, -1:].exp(), logvar.exp()
