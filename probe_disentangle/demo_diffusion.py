@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -259,10 +260,13 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
     batch = min(cfg.batch_size, n_inputs)  # a short run (a smoke test) has fewer vectors than a batch
     train = TrainConfig(steps=cfg.fit_steps, batch_size=batch, lr=cfg.lr, progress=cfg.progress, seed=cfg.seed)
     probes = {}
-    for name, head in heads.items():
-        probe = Probe(unet, cfg.hook, head_config={"latent_dim": cfg.latents, **head})
-        probe.fit(inputs, train, normalizer_vectors=20_000)
-        probes[name] = probe
+    # a few hundred vectors serve thousands of batches: without a cache every pass over them (one
+    # per training step here) would rerun the UNet. With one the UNet runs once for both heads.
+    with tempfile.TemporaryDirectory(prefix="probe_fit_cache_") as cache:
+        for name, head in heads.items():
+            probe = Probe(unet, cfg.hook, head_config={"latent_dim": cfg.latents, **head})
+            probe.fit(inputs, train, normalizer_vectors=20_000, cache_dir=cache)
+            probes[name] = probe
     adapter = probes["beta_tcvae"].adapter
     acts = torch.cat([adapter.collect(b, cfg.hook).vectors for b in inputs]).float()
     steps_of = torch.cat([b[1] for b in inputs])

@@ -66,3 +66,19 @@ def test_decodability_by_timestep_reads_a_factor_written_only_late():
     early, later = rows
     assert early["b"] > 0.95 and later["b"] > 0.95
     assert later["a"] > 0.95 and early["a"] < 0.65
+
+
+def test_the_demo_runs_the_unet_once_for_all_its_fit_passes(tmp_path, monkeypatch):
+    """Thousands of batches from a few hundred vectors: the fit reads them from a cache, so the
+    host's collection runs once (both heads, every pass), not once per pass (per step here)."""
+    from probe_disentangle.store import ActivationStore
+
+    torch.manual_seed(0)
+    export_pipeline(DDPMModel(TINY), tmp_path / "pipe", card={"note": "untrained"})
+    passes = []
+    host_chunks = ActivationStore._host_chunks
+    monkeypatch.setattr(ActivationStore, "_host_chunks", lambda self: passes.append(1) or host_chunks(self))
+    args = ["demo", "--host", "sprites_ddpm", "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "d")]
+    args += ["--fit-samples", "6", "--eval-samples", "2", "--ddim-steps", "3", "--latents", "3", "--steps", "12"]
+    assert main([*args, "--no-progress"]) == 0
+    assert len(passes) == 1  # 12 steps × 2 heads over one batch each would be 24 host passes without the cache
