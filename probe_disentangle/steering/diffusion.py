@@ -154,7 +154,9 @@ def _tolerance_hit(read: np.ndarray, target: np.ndarray, factor: int, shape: np.
     from ..worlds.sprites_readout import orientation_error
 
     if factor == 2:  # orientation: modulo the shape's symmetry period
-        return orientation_error(read, target, shape) <= tol
+        # an image the readout rejects reads -1 everywhere; any shape will do for its row, which
+        # the callers mask out (no success, no leakage counted on it)
+        return orientation_error(read, target, np.maximum(shape, 0)) <= tol
     return np.abs(read - target) <= tol
 
 

@@ -180,6 +180,43 @@ def test_image_steering_scores_success_leakage_and_validity_on_a_known_answer():
     assert np.isclose(out["scale"]["leakage"], 0.5)  # and those also got brighter: factor 0 moved
 
 
+def test_image_steering_counts_rejected_images_as_failures_without_reading_their_orientation():
+    """A steered image the readout rejects reads -1 for every factor (shape too): it is a failure
+    and no leak, and its orientation is never scored (it has no shape to take a period from)."""
+    import contextlib
+
+    class SixFactorReadout:
+        factor_names = ["shape", "scale", "orientation", "pos_x", "pos_y", "hue"]
+
+        def read(self, images):
+            valid = images[:, 0, 0, 0] < 0.9  # a bright corner: rejected
+            f = torch.zeros(len(images), 6, dtype=torch.long)
+            f[:, 2] = (images[:, 1, 0, 0] * 10).round().long()  # orientation level from green
+            f[~valid] = -1
+            return {"factors": f, "valid": valid}
+
+    state = {"x": None}
+
+    def sample():
+        return torch.zeros(4, 3, 2, 2) - 1 if state["x"] is None else state["x"]
+
+    @contextlib.contextmanager
+    def steerer(f, v):
+        x = torch.zeros(4, 3, 2, 2) - 1  # [-1, 1]: 0 after (x + 1) / 2
+        x[:, 1] = 2 * v / 10 - 1  # green reads orientation v
+        x[:2, 0] = 1.0  # the first two images rejected
+        state["x"] = x
+        try:
+            yield
+        finally:
+            state["x"] = None
+
+    out = evaluate_image_steering(sample, SixFactorReadout(), steerer, {2: [3], 1: [0]})
+    assert out["orientation"]["success"] == 0.5 and out["orientation"]["valid_rate"] == 0.5
+    assert out["orientation"]["leakage"] == 0.0  # the valid half moved orientation only
+    assert out["scale"]["success"] == 0.5 and out["scale"]["leakage"] == 0.0  # orientation stayed at 0
+
+
 def test_random_directions_are_seeded_orthonormal_and_steer_like_pca():
     from probe_disentangle.adapters import attach
     from probe_disentangle.steering import directions_steerer, random_directions
