@@ -24,6 +24,7 @@ from .baselines import (
 )
 from .diffusion import (
     WindowedAdapter,
+    activation_interchange,
     ddim_invert,
     evaluate_image_steering,
     image_interchange,
@@ -108,6 +109,7 @@ __all__ = [
     "directions_steerer",
     "ddim_invert",
     "evaluate_image_steering",
+    "activation_interchange",
     "image_interchange",
     "image_interchange_scores",
     "image_interchanges",

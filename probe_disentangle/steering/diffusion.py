@@ -285,6 +285,54 @@ def image_interchanges(
     return base, source, swapped
 
 
+@torch.no_grad()
+def activation_interchange(
+    unet: nn.Module,
+    scheduler: Any,
+    hook: str,
+    num: int,
+    steps: int,
+    window: tuple[float, float] | None,
+    base_seed: int,
+    source_seed: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The whole activation at ``hook`` interchanged: ``(base, source, interchanged)`` images in
+    [-1, 1]. Every UNet forward of the base run (noise from ``base_seed``) whose timestep is in
+    ``window`` (None: all) takes the source run's activation at the same step. Scored by
+    :func:`image_interchange_scores`, it says how much of each factor the hook carries at all,
+    the ceiling of any probe there: a hook whose full activation does not move a factor (because
+    the UNet's skip connections carry it past the hook) cannot be steered there by any head."""
+    from ..adapters import attach
+    from ..diffusion import ddim_sample
+
+    adapter = attach(unet)
+    adapter.check_hook(hook)
+
+    def inside(t: Tensor | None) -> bool:
+        return window is None or (t is not None and bool(((t >= window[0]) & (t <= window[1])).all()))
+
+    recorded: list[Tensor] = []
+
+    def grab(act: Tensor, t: Tensor | None) -> None:
+        if inside(t):
+            recorded.append(act.detach().clone())
+
+    with adapter.hook(hook, grab, with_timesteps=True):
+        source = ddim_sample(unet, scheduler, num, steps=steps, seed=source_seed, batch_size=max(1, num))
+    base = ddim_sample(unet, scheduler, num, steps=steps, seed=base_seed, batch_size=max(1, num))
+    step = [0]
+
+    def put(act: Tensor, t: Tensor | None) -> Tensor | None:
+        if not inside(t):
+            return None
+        step[0] += 1
+        return recorded[step[0] - 1].to(act)
+
+    with adapter.hook(hook, put, with_timesteps=True):
+        swapped = ddim_sample(unet, scheduler, num, steps=steps, seed=base_seed, batch_size=max(1, num))
+    return base, source, swapped
+
+
 def image_interchange_scores(
     readout: Any, base: Tensor, source: Tensor, swapped: Tensor, factor: int, tolerance: Mapping[int, int] | None = None
 ) -> dict[str, float]:

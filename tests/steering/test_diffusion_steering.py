@@ -273,3 +273,31 @@ def test_image_interchange_scores_known_answer():
     swapped[:2] += 0.6  # two of four took the source's factor 0; none moved factor 1
     out = image_interchange_scores(FakeReadout(), base, source, swapped, factor=0)
     assert out == {"cause": 0.5, "isolate": 1.0, "disentangle": 0.75, "valid_pairs": 4}
+
+
+def test_activation_interchange_known_answers_on_a_tiny_unet():
+    """Interchanging the UNet's first layer at every step makes every forward of the interchanged
+    run predict the source run's noise bit for bit (the images still differ: DDIM's update adds
+    the base's own x_t); a window no timestep falls in gives the base run; no hook is left."""
+    from probe_disentangle.demo_diffusion import tiny_unet
+    from probe_disentangle.diffusion import ddim_sample, make_scheduler
+    from probe_disentangle.steering import activation_interchange
+
+    unet = tiny_unet(0)
+    sched = make_scheduler({"num_train_timesteps": 1000}, "ddim")
+    eps = []
+    handle = unet.register_forward_hook(lambda m, a, out: eps.append(out.sample.clone()))
+    try:  # the source run's 4 forwards, then the base's, then the interchanged run's
+        base, source, swapped = activation_interchange(unet, sched, "conv_in", 3, 4, None, base_seed=1, source_seed=2)
+    finally:
+        handle.remove()
+    assert len(eps) == 12 and all(torch.equal(eps[8 + i], eps[i]) for i in range(4))
+    assert not torch.equal(eps[4], eps[0]) and not torch.equal(swapped, base)
+    _, _, kept = activation_interchange(unet, sched, "mid_block", 3, 4, (2000, 3000), base_seed=1, source_seed=2)
+    assert torch.equal(kept, base)
+    _, _, mid = activation_interchange(unet, sched, "mid_block", 3, 4, (500, 999), base_seed=1, source_seed=2)
+    assert not torch.equal(mid, base) and not torch.equal(mid, source)  # some steps swapped, not the last ones
+    assert torch.equal(ddim_sample(unet, sched, 3, steps=4, seed=1, batch_size=3), base)  # no hook left
+    assert not unet._forward_hooks and not unet._forward_pre_hooks
+    with pytest.raises(ValueError):
+        activation_interchange(unet, sched, "no_such_block", 3, 4, None, base_seed=1, source_seed=2)
