@@ -150,6 +150,11 @@ class WindowedAdapter:
         return getattr(self.adapter, name)
 
 
+def _in_window(t: Tensor | None, window: tuple[float, float] | None) -> bool:
+    """Whether a forward at timesteps ``t`` ``[B]`` lies in ``window`` (None: every forward does)."""
+    return window is None or (t is not None and bool(((t >= window[0]) & (t <= window[1])).all()))
+
+
 def _tolerance_hit(read: np.ndarray, target: np.ndarray, factor: int, shape: np.ndarray, tol: int) -> np.ndarray:
     from ..worlds.sprites_readout import orientation_error
 
@@ -212,7 +217,7 @@ def _recorded_sampling(probe: Any, unet: nn.Module, scheduler: Any, num: int, st
     adapter, recorded = probe.adapter, []
 
     def record(act: Tensor, t: Tensor) -> None:  # reads the codes, leaves the forward untouched
-        if window is None or bool(((t >= window[0]) & (t <= window[1])).all()):
+        if _in_window(t, window):
             adapter.edit_tensor(act, lambda v: recorded.append(probe.encode(v)) or v)
 
     with adapter.hook(probe.hook, record, with_timesteps=True):
@@ -308,13 +313,10 @@ def activation_interchange(
     adapter = attach(unet)
     adapter.check_hook(hook)
 
-    def inside(t: Tensor | None) -> bool:
-        return window is None or (t is not None and bool(((t >= window[0]) & (t <= window[1])).all()))
-
     recorded: list[Tensor] = []
 
     def grab(act: Tensor, t: Tensor | None) -> None:
-        if inside(t):
+        if _in_window(t, window):
             recorded.append(act.detach().clone())
 
     with adapter.hook(hook, grab, with_timesteps=True):
@@ -323,7 +325,7 @@ def activation_interchange(
     step = [0]
 
     def put(act: Tensor, t: Tensor | None) -> Tensor | None:
-        if not inside(t):
+        if not _in_window(t, window):
             return None
         step[0] += 1
         return recorded[step[0] - 1].to(act)
