@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--pipeline", help="an exported pipeline folder (e.g. probe_disentangle/zoo/sprites_ddpm)")
     src.add_argument("--tiny", action="store_true", help="a small random UNet: the path end to end, no meaning")
     ap.add_argument("--hook", default="mid_block")
+    ap.add_argument(
+        "--head",
+        default="mlp",
+        choices=("mlp", "map"),
+        help="map: conv encoder + spatial broadcast decoder on the hook's [C, H, W] map",
+    )
+    ap.add_argument("--conv-width", type=int, default=32, help="the map head's channels")
     ap.add_argument("--fit-samples", type=int, default=256, help="sampling runs the probe learns on")
     ap.add_argument("--eval-samples", type=int, default=64, help="images per steered target")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps (η = 0)")
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         fit_samples=args.fit_samples, eval_samples=args.eval_samples, steps=args.steps, latents=args.latents,
         fit_steps=args.fit_steps, batch_size=args.batch_size, strength=args.strength, window=args.window,
         factors=args.factors.split(",") if args.factors else None, traversal_values=args.traversal_values,
-        seed=args.seed,
+        seed=args.seed, head=args.head, conv_width=args.conv_width,
     )  # fmt: skip
     try:
         report = run_diffusion_demo(cfg)

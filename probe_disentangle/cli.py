@@ -39,6 +39,7 @@ def _diffusion_demo(args: argparse.Namespace) -> int:
         pipeline=args.pipeline,
         checkpoint=args.checkpoint,
         hook=args.unet_hook,
+        head=args.unet_head,
         fit_samples=args.fit_samples,
         eval_samples=args.eval_samples,
         steps=args.ddim_steps,
@@ -746,6 +747,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--pipeline", default=None, help="an exported DDPM pipeline folder (default: the shipped one)")
     d.add_argument("--checkpoint", default=None, help="a training checkpoint of examples/train_sprites_ddpm.py")
     d.add_argument("--unet-hook", default="mid_block", help="the UNet block the probe reads and edits")
+    d.add_argument(
+        "--unet-head",
+        choices=("mlp", "map"),
+        default="mlp",
+        help="mlp: the block's output as one vector; map: a conv encoder and a spatial broadcast decoder on its "
+        "[C, H, W] map (an edit can then move an object; use it at a late up block)",
+    )
     d.add_argument("--fit-samples", type=int, default=96, help="DDIM sampling runs the probe learns on")
     d.add_argument("--eval-samples", type=int, default=12, help="images per steered target value")
     d.add_argument("--ddim-steps", type=int, default=10, help="DDIM steps (η = 0)")

@@ -67,6 +67,8 @@ class DiffusionDemoConfig:
     checkpoint: str | None = None  # a training checkpoint of examples/train_sprites_ddpm.py instead
     tiny: bool = False  # a small random UNet: the whole path, numbers without meaning
     hook: str = "mid_block"
+    head: str = "mlp"  # "map": a conv encoder and a spatial broadcast decoder on the hook's [C, H, W] map
+    conv_width: int = 32  # the map head's channels (encoder and decoder)
     fit_samples: int = 96  # sampling runs whose trajectories the probes learn on
     eval_samples: int = 12  # images per steered target
     steps: int = 10  # DDIM steps (η = 0)
@@ -92,9 +94,25 @@ class DiffusionDemoConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.traversal_values < 2:
             raise ValueError(f"traversal_values must be ≥ 2, got {self.traversal_values}")
+        if self.head not in ("mlp", "map"):
+            raise ValueError(f"unknown head {self.head!r}; choose 'mlp' (vectors) or 'map' (the hook's [C, H, W] map)")
         unknown = sorted(set(self.baselines) - {"vae_beta1", "pca", "random", "diff_means"})
         if unknown:
             raise ValueError(f"unknown baselines {unknown}; choose from vae_beta1, pca, random, diff_means")
+
+
+def hook_map_shape(unet: nn.Module, hook: str, batch: tuple[Tensor, Tensor]) -> list[int]:
+    """``[C, H, W]`` of the activation at ``hook`` for a UNet input ``(x_t, t)`` (one row is run)."""
+    from .adapters import attach
+
+    shapes: list[tuple[int, ...]] = []
+    x, t = batch
+    device = next(unet.parameters()).device
+    with torch.no_grad(), attach(unet).hook(hook, lambda a: shapes.append(tuple(a.shape[1:]))):
+        unet(x[:1].to(device), t[:1].to(device))
+    if len(shapes) != 1 or len(shapes[0]) != 3:
+        raise ValueError(f"head='map' needs a [B, C, H, W] activation at {hook!r}, got {shapes}: use head='mlp'")
+    return list(shapes[0])
 
 
 def tiny_unet(seed: int = 0) -> nn.Module:
@@ -257,6 +275,10 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
         raise ValueError(
             f"no UNet forward of {cfg.steps} DDIM steps falls in the window {window}: raise steps or window"
         )
+    if cfg.head == "map":  # both heads read and write the map with shared convolutions (heads/spatial.py)
+        spatial = {"encoder": "conv", "decoder": "broadcast", "map_shape": hook_map_shape(unet, cfg.hook, inputs[0])}
+        spatial["conv_width"] = cfg.conv_width
+        heads = {name: {**head, **spatial} for name, head in heads.items()}
     batch = min(cfg.batch_size, n_inputs)  # a short run (a smoke test) has fewer vectors than a batch
     train = TrainConfig(steps=cfg.fit_steps, batch_size=batch, lr=cfg.lr, progress=cfg.progress, seed=cfg.seed)
     probes = {}
@@ -281,7 +303,18 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
         "window": list(window),
         "settings": {
             k: getattr(cfg, k)
-            for k in ("fit_samples", "eval_samples", "steps", "latents", "beta", "fit_steps", "strength", "seed")
+            for k in (
+                "fit_samples",
+                "eval_samples",
+                "steps",
+                "latents",
+                "beta",
+                "fit_steps",
+                "strength",
+                "seed",
+                "head",
+                "conv_width",
+            )
         },
         "fit_valid_rate": float(valid.mean()) if len(valid) else 0.0,
         "vectors": int(acts.shape[0]),

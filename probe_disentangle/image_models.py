@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import losses
+from .heads.spatial import BroadcastDecoder
 from .registry import register
 from .vae_family import Optimize, VAEFamilyMixin, build_objective, clamp_logvar, posterior_params
 from .vae_family import first as _first
@@ -97,40 +98,6 @@ def _check_power_of_two(size: int, lo: int, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 DECODERS = ("deconv", "broadcast")
-
-
-class BroadcastDecoder(nn.Module):
-    """Spatial broadcast decoder: z tiled on a grid with x/y coordinates in [-1, 1], 3×3 convs,
-    then transposed convs up to the image (Watters et al. 2019, up-sampled to stay cheap)."""
-
-    def __init__(
-        self, latent_dim: int, side: int, convs: int, width: int, up_widths: list[int], out_channels: int
-    ) -> None:
-        super().__init__()
-        lin = torch.linspace(-1.0, 1.0, side)
-        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-        self.register_buffer("coords", torch.stack([xx, yy])[None], persistent=False)  # (1, 2, side, side)
-        layers: list[nn.Module] = []
-        d = latent_dim + 2
-        for _ in range(convs):
-            layers += [nn.Conv2d(d, width, 3, padding=1), nn.ReLU()]
-            d = width
-        for i, w in enumerate(up_widths):
-            layers.append(nn.ConvTranspose2d(d, w, 4, stride=2, padding=1))
-            if i < len(up_widths) - 1:
-                layers.append(nn.ReLU())
-            d = w
-        if not up_widths:  # the grid is the image: a 1×1 conv to its channels
-            layers.append(nn.Conv2d(d, out_channels, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        b, k = z.shape
-        side = self.coords.shape[-1]
-        grid = torch.cat(
-            [z[:, :, None, None].expand(b, k, side, side), self.coords.to(z.dtype).expand(b, 2, side, side)], 1
-        )
-        return self.net(grid)
 
 
 @dataclass

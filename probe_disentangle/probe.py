@@ -341,6 +341,11 @@ class Probe:
                 per_rank = normalizer_vectors if dp is None else max(1, normalizer_vectors // dp.world_size)
                 reduce = None if dp is None else lambda stats: distributed.reduce_stats(stats, dp)
                 self.normalizer = store.estimate_normalizer(per_rank, reduce=reduce)
+                map_shape = self.head_config.get("map_shape") or getattr(
+                    getattr(self.head, "config", None), "map_shape", None
+                )
+                if map_shape is not None:  # a head on maps: one scale per channel, shared by its positions
+                    self.normalizer = self.normalizer.pooled_over_positions(map_shape)
             store.normalizer = self.normalizer
             # read before training, from the same pass the trainer then carries on: the host runs once
             reference = store.collect(max_vectors=REFERENCE_VECTORS)

@@ -53,6 +53,22 @@ class Normalizer:
         """A difference in normalised units → activation units (no shift)."""
         return x * self.std.to(x)
 
+    def pooled_over_positions(self, map_shape: tuple[int, int, int] | list[int]) -> Normalizer:
+        """The same statistics with one mean and std per channel of flattened ``[C, H, W]`` maps
+        (a channel's variance over every position: within plus between positions), expanded back
+        to every position. A head on maps decodes each position with shared weights; per-position
+        scales would stretch a quiet border's noise to the size of the object's signal."""
+        c, h, w = (int(v) for v in map_shape)
+        if c * h * w != self.mean.numel():
+            raise ValueError(
+                f"map_shape {[c, h, w]} holds {c * h * w} values but the vectors have {self.mean.numel()}: pass the "
+                "shape of one collected map [C, H, W] (a flattened layout, one vector per map)"
+            )
+        mean, var = self.mean.reshape(c, h * w).double(), self.std.reshape(c, h * w).double() ** 2
+        m = mean.mean(1, keepdim=True)
+        v = (var + (mean - m) ** 2).mean(1, keepdim=True)
+        return Normalizer(m.expand(c, h * w).reshape(-1).float(), v.sqrt().expand(c, h * w).reshape(-1).float())
+
     @classmethod
     def identity(cls, d: int) -> Normalizer:
         return cls(torch.zeros(d), torch.ones(d))

@@ -82,3 +82,31 @@ def test_the_demo_runs_the_unet_once_for_all_its_fit_passes(tmp_path, monkeypatc
     args += ["--fit-samples", "6", "--eval-samples", "2", "--ddim-steps", "3", "--latents", "3", "--steps", "12"]
     assert main([*args, "--no-progress"]) == 0
     assert len(passes) == 1  # 12 steps × 2 heads over one batch each would be 24 host passes without the cache
+
+
+def test_the_demo_fits_map_heads_on_a_late_up_block(tmp_path, monkeypatch):
+    """``--unet-head map`` reads the hook's [C, H, W] map: both heads get a conv encoder and a
+    broadcast decoder of that shape, the settings say so, and a hook without a map is refused."""
+    from probe_disentangle.demo_diffusion import hook_map_shape
+    from probe_disentangle.heads.spatial import MapDecoder
+
+    torch.manual_seed(0)
+    model = DDPMModel(TINY)
+    export_pipeline(model, tmp_path / "pipe", card={"note": "untrained"})
+    batch = (torch.randn(2, 3, 32, 32), torch.tensor([900, 900]))
+    assert hook_map_shape(model.unet, "up_blocks.1", batch) == [8, 32, 32]
+    with pytest.raises(ValueError, match="needs a \\[B, C, H, W\\] activation"):
+        hook_map_shape(model.unet, "time_embedding", batch)
+    with pytest.raises(ValueError, match="unknown head"):
+        DiffusionDemoConfig(head="conv")
+    built = []
+    init = MapDecoder.__init__
+    monkeypatch.setattr(MapDecoder, "__init__", lambda self, *a, **k: built.append(a[1]) or init(self, *a, **k))
+    out = tmp_path / "demo"
+    args = ["demo", "--host", "sprites_ddpm", "--pipeline", str(tmp_path / "pipe"), "--out", str(out)]
+    args += ["--fit-samples", "4", "--eval-samples", "2", "--ddim-steps", "3", "--latents", "3", "--steps", "2"]
+    args += ["--unet-hook", "up_blocks.1", "--unet-head", "map"]
+    assert main([*args, "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["head"] == "map" and report["d"] == 8 * 32 * 32 and report["hook"] == "up_blocks.1"
+    assert built == [(8, 32, 32), (8, 32, 32)]  # the β-TCVAE probe and the β = 1 baseline

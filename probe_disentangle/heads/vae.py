@@ -13,6 +13,7 @@ from .. import losses
 from ..registry import register
 from ..vae_family import VAEFamilyMixin, build_objective, clamp_logvar, posterior_params
 from .common import AdditiveDecoder, _check_decoder, _check_width, _minibatch_steps, mlp
+from .spatial import MapDecoder, check_map_shape, conv_encoder
 
 
 @dataclass
@@ -26,6 +27,12 @@ class VAEHeadConfig:
     vectors ``[B, 2, d_in]`` that differ in some factors, unnamed (Ada-GVAE, Locatello et al.
     2020; exactly so with ``objective="beta_vae"``; streamed by ``ActivationStore(pairs=True)``);
     it encodes single vectors as any head does.
+
+    On spatial maps (a UNet block's output collected flattened, ``map_shape = [C, H, W]`` with
+    ``C·H·W = d_in``), ``encoder="conv"`` reads the map with stride-2 convolutions of
+    ``conv_width`` channels and ``decoder="broadcast"`` writes it with a spatial broadcast decoder
+    (``depth`` convolutions of ``conv_width`` channels; :mod:`.spatial` says why an MLP decoder
+    cannot move an object in a map). Inputs and outputs stay flattened vectors.
     """
 
     d_in: int
@@ -38,11 +45,29 @@ class VAEHeadConfig:
     decoder: str = "mlp"
     decoder_hidden: int = 32
     pairs: bool = False
+    encoder: str = "mlp"
+    map_shape: list[int] | None = None
+    conv_width: int = 64
 
     def __post_init__(self) -> None:
         if self.d_in < 1 or self.latent_dim < 1 or self.hidden < 1 or self.depth < 0:
             raise ValueError("d_in, latent_dim and hidden must be ≥ 1 and depth ≥ 0")
-        _check_decoder(self.decoder, self.decoder_hidden)
+        if self.decoder != "broadcast":
+            _check_decoder(self.decoder, self.decoder_hidden)
+        if self.encoder not in ("mlp", "conv"):
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose 'mlp' or 'conv' (needs map_shape)")
+        spatial = self.encoder == "conv" or self.decoder == "broadcast"
+        if spatial and self.map_shape is None:
+            raise ValueError(
+                f"encoder={self.encoder!r}, decoder={self.decoder!r} read the activations as maps: pass "
+                "map_shape=[C, H, W] of one map (C·H·W = d_in)"
+            )
+        if self.map_shape is not None:
+            self.map_shape = list(check_map_shape(self.map_shape, self.d_in))
+        if self.conv_width < 1:
+            raise ValueError(f"conv_width must be ≥ 1, got {self.conv_width}")
+        if self.decoder == "broadcast" and self.depth < 1:
+            raise ValueError("decoder='broadcast' needs depth ≥ 1 (its 3×3 convolutions)")
         if self.objective not in losses.OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {sorted(losses.OBJECTIVES)}")
 
@@ -55,8 +80,13 @@ class VAEHead(VAEFamilyMixin, nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = mlp(c.d_in, 2 * c.latent_dim, c.hidden, c.depth, c.activation)
-        if c.decoder == "additive":
+        if c.encoder == "conv":
+            self.encoder = conv_encoder(tuple(c.map_shape), 2 * c.latent_dim, c.conv_width, c.hidden)
+        else:
+            self.encoder = mlp(c.d_in, 2 * c.latent_dim, c.hidden, c.depth, c.activation)
+        if c.decoder == "broadcast":
+            self.decoder = MapDecoder(c.latent_dim, tuple(c.map_shape), c.conv_width, c.depth)
+        elif c.decoder == "additive":
             self.decoder = AdditiveDecoder(c.latent_dim, c.d_in, c.decoder_hidden)
         else:
             self.decoder = mlp(c.latent_dim, c.d_in, c.hidden, c.depth, c.activation)
