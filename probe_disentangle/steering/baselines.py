@@ -109,10 +109,20 @@ def probe_steerer(
 
 
 def principal_directions(acts: Tensor, k: int) -> Tensor:
-    """Top-``k`` principal directions ``[k, d]`` (exact, deterministic: eigenvectors of the covariance)."""
+    """Top-``k`` principal directions ``[k, d]`` (exact, deterministic: eigenvectors of the covariance).
+
+    Wider than tall (a flattened UNet map: d = 65 536 from a few hundred vectors) the d × d
+    covariance would not fit in memory; the same directions come from the n × n Gram matrix:
+    if ``x xᵀ u = λ u`` then ``xᵀ u`` is an eigenvector of ``xᵀ x`` with the same eigenvalue."""
     x = acts.double() - acts.double().mean(0)
-    evals, evecs = torch.linalg.eigh(x.T @ x / max(1, x.shape[0] - 1))
-    return evecs[:, evals.argsort(descending=True)[:k]].T.to(acts.dtype).contiguous()
+    n, d = x.shape
+    if d <= n:
+        evals, evecs = torch.linalg.eigh(x.T @ x / max(1, n - 1))
+        return evecs[:, evals.argsort(descending=True)[:k]].T.to(acts.dtype).contiguous()
+    evals, u = torch.linalg.eigh(x @ x.T / max(1, n - 1))
+    top = evals.argsort(descending=True)[:k]
+    dirs = (x.T @ u[:, top]).T  # [k, d]
+    return (dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-300)).to(acts.dtype).contiguous()
 
 
 def pca_steerer(
