@@ -152,6 +152,11 @@ class DDPMConfig:
             beta_schedule=self.beta_schedule,
             prediction_type="epsilon",
             clip_sample=True,
+            # DDIM's first step at t = T − 1, where x_T is pure noise as in training, not at
+            # T − T/steps ("leading"), which hands the UNet pure noise labelled as a slightly
+            # noised image (Lin et al. 2024, table 2). On the sprites DDPM (400 samples, 50
+            # steps): 0.890 valid against 0.865, fewer two-hue sprites.
+            timestep_spacing="trailing",
         )
 
 

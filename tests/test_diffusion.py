@@ -167,6 +167,9 @@ def test_ddim_sampling_is_deterministic_and_export_load_round_trips(tmp_path):
     # the exported EMA UNet samples the same images (to float rounding: from_pretrained may lay the
     # same weights out differently, which reorders some reductions)
     assert torch.allclose(a, c, atol=1e-5)
+    # DDIM starts from t = T − 1, pure noise as in training ("trailing"), and the export keeps it
+    pipe.scheduler.set_timesteps(4)
+    assert pipe.scheduler.timesteps.tolist() == [99, 74, 49, 24]  # T = 100 here; "leading": 75, 50, 25, 0
     export_pipeline(model, tmp_path / "pipe", {})  # a re-export replaces the folder
     with pytest.raises(FileNotFoundError, match="export_pipeline"):
         load_ddpm_pipeline(tmp_path)
