@@ -438,7 +438,7 @@ def _html(report: dict[str, Any], chosen: Sequence[str], names: Sequence[str], g
                 for n in chosen
             ]
             rows.append([name, r.get("mig"), r.get("dci_disentanglement"), *cells, len(r.get("factors_at_floor", []))])
-        tables.append(Table("Steering from h-space", cols, rows))
+        tables.append(Table(f"Steering from {report['hook']}", cols, rows))
     if report.get("decodability"):
         cols = ["t range", "n", *names]
         rows = [[f"{d['t_min']}–{d['t_max']}", d["n"], *[d.get(n) for n in names]] for d in report["decodability"]]
@@ -549,7 +549,7 @@ def _markdown(report: dict[str, Any], names: Sequence[str]) -> str:
         lines += [f"| mean | {m['cause']:.2f} | {m['isolate']:.2f} | {m['disentangle']:.2f} | |", ""]
     if report.get("decodability"):
         dec = report["decodability"]
-        lines += ["Linear decodability of each factor from h-space, per timestep range:", ""]
+        lines += [f"Linear decodability of each factor from `{report['hook']}`, per timestep range:", ""]
         lines += ["| t range | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
         for row in dec:
             cells = [f"{row[n]:.2f}" if row.get(n) is not None else "–" for n in names]
