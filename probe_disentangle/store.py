@@ -270,12 +270,20 @@ class ActivationStore:
         self._pass_start: dict[str, Any] | None = None
         self._served = 0
         self._seek: dict[str, Any] | None = None
+        self._host_passes = 0  # full runs of the host over ``data`` (a second one without a cache is said once)
 
     # ---------------------------------------------------------------- raw chunks
     def _host_chunks(self) -> Iterator[Tensor]:
         if isinstance(self.data, SharedForward):
             yield from self.data.chunks(self.hook)
             return
+        self._host_passes += 1
+        if self._host_passes == 2 and self.cache_dir is None and not isinstance(self.data, Iterator):
+            log.warning(
+                "the host runs over all of its data again (pass 2 at %s): every further pass reruns it; pass "
+                "cache_dir= to collect the vectors once and read them back on later passes",
+                self.hook,
+            )
         for i, batch in enumerate(self.data):
             if not self.pairs:
                 yield self.adapter.collect(batch, self.hook).vectors

@@ -134,6 +134,28 @@ def test_a_later_pass_starts_the_data_again():
         one_shot.collect(max_vectors=10)
 
 
+def test_a_second_host_pass_without_a_cache_is_said_once(tmp_path, caplog):
+    store = ActivationStore(attach(Ident()), "layer", _data(2), batch_size=25, buffer_size=50, device="cpu")
+    with caplog.at_level("WARNING", logger="probe_disentangle.store"):
+        list(store)
+        assert not caplog.records  # one pass is what a store costs
+        list(store), list(store)
+    assert [r.getMessage().count("pass cache_dir=") for r in caplog.records] == [1]  # once, at pass 2
+    caplog.clear()
+    one_shot = ActivationStore(attach(Ident()), "layer", iter(_data(2)), batch_size=25, buffer_size=50, device="cpu")
+    with caplog.at_level("WARNING", logger="probe_disentangle.store"):
+        list(one_shot)
+        with pytest.raises(ValueError, match="0 activation vectors"):  # a spent iterator runs nothing again
+            list(one_shot)
+    assert not caplog.records
+    cached = ActivationStore(
+        attach(Ident()), "layer", _data(2), batch_size=25, buffer_size=50, device="cpu", cache_dir=tmp_path / "c"
+    )
+    with caplog.at_level("WARNING", logger="probe_disentangle.store"):
+        list(cached), list(cached)
+    assert not caplog.records
+
+
 def test_stream_state_resumes_mid_pass_without_rerunning_earlier_passes():
     class Counting(Ident):
         calls = 0
