@@ -7,7 +7,7 @@ fixed vector added to the map, which draws a faint copy of an average object ove
 there; it cannot move an object. The spatial broadcast decoder (Watters et al. 2019) tiles the
 latents over the grid beside two coordinate channels and decodes every position with the same
 small convolutions, so a latent that says "x = 0.3" can draw the object at x = 0.3, and
-``dec(z') − dec(z)`` removes it where it was and draws it where it goes.
+``dec(z') − dec(z)`` can take it out where it was and draw it where it goes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def check_map_shape(map_shape: list[int] | tuple[int, ...], d_in: int) -> tuple[
     if c * h * w != d_in:
         raise ValueError(
             f"map_shape {list(shape)} holds {c * h * w} values but d_in is {d_in}: pass the shape of one "
-            "collected map, e.g. the hook's output [C, H, W] collected with pool='none'"
+            "collected map, e.g. a UNet block's output [C, H, W] collected with layout='flatten'"
         )
     return shape
 
