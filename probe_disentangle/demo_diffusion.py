@@ -276,8 +276,8 @@ def run_diffusion_demo(cfg: DiffusionDemoConfig, log: Callable[[str], None] = pr
             f"no UNet forward of {cfg.steps} DDIM steps falls in the window {window}: raise steps or window"
         )
     if cfg.head == "map":  # both heads read and write the map with shared convolutions (heads/spatial.py)
-        spatial = {"encoder": "conv", "decoder": "broadcast", "map_shape": hook_map_shape(unet, cfg.hook, inputs[0])}
-        spatial["conv_width"] = cfg.conv_width
+        shape = hook_map_shape(unet, cfg.hook, inputs[0])
+        spatial = {"encoder": "conv", "decoder": "broadcast", "map_shape": shape, "conv_width": cfg.conv_width}
         heads = {name: {**head, **spatial} for name, head in heads.items()}
     batch = min(cfg.batch_size, n_inputs)  # a short run (a smoke test) has fewer vectors than a batch
     train = TrainConfig(steps=cfg.fit_steps, batch_size=batch, lr=cfg.lr, progress=cfg.progress, seed=cfg.seed)
